@@ -1,0 +1,22 @@
+--[[
+  clear_registry: delete one bounded batch of a registry's entries. The client calls it in a loop
+  until nothing remains, so no single call blocks the server for long, whatever the tenant's
+  size. SPOP removes the members from the registry as their keys are unlinked, so a member is
+  never left pointing at a deleted key; when the last member goes, Redis removes the Set itself.
+
+  KEYS[1]  the registry (a Set) to clear
+  ARGV[1]  the batch size: how many members to pop and unlink in this call
+
+  Returns: { keys deleted in this batch (those that still existed), members left in the registry }
+]]
+local registry = KEYS[1]
+if redis.call("TYPE", registry).ok ~= "set" then
+  return { 0, 0 }
+end
+
+local members = redis.call("SPOP", registry, tonumber(ARGV[1]))
+local deleted = 0
+if #members > 0 then
+  deleted = redis.call("UNLINK", unpack(members))
+end
+return { deleted, redis.call("SCARD", registry) }

@@ -1,0 +1,816 @@
+/**
+ * Connection settings for the Redis and Valkey providers, from options or from the environment
+ * (`REDIS_*`, `VALKEY_*`, `REDIS_URL` / `VALKEY_URL`), and the backend selection
+ * (`CACHE_BACKEND`, `ENABLE_CACHE`).
+ *
+ * Every malformed value is a `CacheConfigError` that names the option or variable, the value it
+ * got (never a password) and the form it accepts.
+ *
+ * @module
+ */
+
+import { CacheConfigError } from "./errors.ts";
+import { type EnvRecord, readEnv } from "./runtime.ts";
+
+/**
+ * Options of `new RedisConfig(options)` / `new ValkeyConfig(options)`. Every field is optional;
+ * an explicit field wins over the matching part of `url`, which wins over the default.
+ *
+ * @example Building a config from options
+ * ```ts
+ * import { RedisConfig, type RedisConfigOptions } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const options: RedisConfigOptions = { host: "10.0.0.5", port: 6380, ttl: null };
+ * const config = new RedisConfig(options);
+ * assert.equal(config.port, 6380);
+ * assert.equal(config.ttl, null);
+ * ```
+ */
+export interface RedisConfigOptions {
+  /**
+   * Server host name or IP address.
+   *
+   * @default {"localhost"}
+   */
+  host?: string;
+  /**
+   * Server TCP port, an integer from 1 to 65535.
+   *
+   * @default {6379}
+   */
+  port?: number;
+  /**
+   * Database index, an integer >= 0.
+   *
+   * @default {0}
+   */
+  db?: number;
+  /**
+   * ACL user name (Redis 6+ / Valkey); leave unset for the default user.
+   *
+   * @default {undefined}
+   */
+  username?: string;
+  /**
+   * Password (AUTH). Never shown by `toString()`, `JSON.stringify` or inspect.
+   *
+   * @default {undefined}
+   */
+  password?: string;
+  /**
+   * Upper bound on the number of connections a provider opens, an integer >= 1.
+   *
+   * @default {50}
+   */
+  maxConnections?: number;
+  /**
+   * Whether a command that timed out is retried once.
+   *
+   * @default {true}
+   */
+  retryOnTimeout?: boolean;
+  /**
+   * Seconds a connect or a command may take (fractions allowed, e.g. `0.5`); finite and > 0.
+   *
+   * @default {4}
+   */
+  timeout?: number;
+  /**
+   * Default entry TTL in seconds (a positive finite number, fractions allowed); `null` stores
+   * entries without expiry.
+   *
+   * @default {3600}
+   */
+  ttl?: number | null;
+  /**
+   * Prefix of every key this library writes, used exactly as given.
+   *
+   * @default {"cache:"}
+   */
+  prefix?: string;
+  /**
+   * Connect over TLS (`rediss://` in `url` sets it).
+   *
+   * @default {false}
+   */
+  tls?: boolean;
+  /**
+   * Path to a PEM file of the certificate authority that signed the server's certificate (only
+   * used with `tls`); unset uses the runtime's trusted roots.
+   *
+   * @default {undefined}
+   */
+  tlsCa?: string;
+  /**
+   * Connection URL, `redis://[user[:password]@]host[:port][/db]`; `rediss://` means TLS
+   * (`valkey://` and `valkeys://` are accepted as aliases). User and password are
+   * percent-decoded. The URL defines host, port (6379 when absent), db (0 when absent), username,
+   * password and tls, unless the matching explicit option is set.
+   *
+   * @default {undefined}
+   */
+  url?: string;
+}
+
+/** The defaults of section 3 of the spec. */
+const DEFAULTS = {
+  host: "localhost",
+  port: 6379,
+  db: 0,
+  maxConnections: 50,
+  retryOnTimeout: true,
+  timeout: 4,
+  ttl: 3600,
+  prefix: "cache:",
+  tls: false,
+} as const;
+
+/** The config fields (every option except `url`). */
+type FieldName = Exclude<keyof RedisConfigOptions, "url">;
+
+/** Fields a connection URL defines, with the parsed values. */
+interface UrlParts {
+  host: string;
+  port: number;
+  db: number;
+  username: string | undefined;
+  password: string | undefined;
+  tls: boolean;
+}
+
+const URL_FIELDS: ReadonlySet<FieldName> = new Set<FieldName>([
+  "host",
+  "port",
+  "db",
+  "username",
+  "password",
+  "tls",
+]);
+
+/** Environment variable suffix of each field (`REDIS_<suffix>`, `VALKEY_<suffix>`). */
+const ENV_SUFFIX: Readonly<Record<FieldName, string>> = {
+  host: "HOST",
+  port: "PORT",
+  db: "DB",
+  username: "USERNAME",
+  password: "PASSWORD",
+  maxConnections: "MAX_CONNECTIONS",
+  retryOnTimeout: "RETRY_ON_TIMEOUT",
+  timeout: "TIMEOUT",
+  ttl: "CACHE_TTL",
+  prefix: "PREFIX",
+  tls: "TLS",
+  tlsCa: "TLS_CA",
+};
+
+const FIELDS = Object.keys(ENV_SUFFIX) as FieldName[];
+
+const URL_SCHEMES: Readonly<Record<string, boolean>> = {
+  "redis:": false,
+  "rediss:": true,
+  "valkey:": false,
+  "valkeys:": true,
+};
+
+const URL_FORM = "redis://[user[:password]@]host[:port][/db] (rediss:// for TLS)";
+const COMMENT_NOTE =
+  'surrounding spaces and a trailing "# comment" are allowed, e.g. "6380 # replica"';
+const BOOLEAN_FORM = "true/false, 1/0, yes/no or on/off (any case)";
+const HIDDEN = "***";
+
+const EXPECTED: Readonly<Record<FieldName, string>> = {
+  host: "a non-empty host name or IP address",
+  port: "an integer from 1 to 65535",
+  db: "an integer >= 0 (the database index)",
+  username: "a string",
+  password: "a string",
+  maxConnections: "an integer >= 1",
+  retryOnTimeout: "a boolean",
+  timeout: "a positive finite number of seconds (fractions allowed, e.g. 0.5)",
+  ttl: "a positive finite number of seconds (fractions allowed), or null for no expiry",
+  prefix: "a string",
+  tls: "a boolean",
+  tlsCa: "a non-empty path to a CA certificate file",
+};
+
+function invalid(label: string, shown: string, expected: string): CacheConfigError {
+  return new CacheConfigError(`Invalid ${label}: got ${shown}; expected ${expected}.`);
+}
+
+/** A short, safe rendering of an option value for an error message. */
+function showOption(field: FieldName, value: unknown): string {
+  if (field === "password") return `a ${value === null ? "null" : typeof value} (value hidden)`;
+  if (typeof value === "string") return showRaw(value);
+  if (typeof value === "number" || typeof value === "boolean") return String(value);
+  if (value === null) return "null";
+  return `a value of type ${typeof value}`;
+}
+
+/** An environment value, quoted and cut to a readable length. */
+function showRaw(raw: string): string {
+  return JSON.stringify(raw.length > 80 ? `${raw.slice(0, 80)}…` : raw);
+}
+
+/**
+ * Checks an already-typed value of `field`; `label` and `shown` name it in the error.
+ * Returns the value unchanged.
+ */
+function checkField(field: FieldName, value: unknown, label: string, shown: string): unknown {
+  const fail = () => invalid(label, shown, EXPECTED[field]);
+  switch (field) {
+    case "host":
+    case "tlsCa":
+      if (typeof value !== "string" || value.trim() === "") throw fail();
+      return value;
+    case "username":
+    case "password":
+    case "prefix":
+      if (typeof value !== "string") throw fail();
+      return value;
+    case "port":
+      if (!Number.isSafeInteger(value) || (value as number) < 1 || (value as number) > 65535) {
+        throw fail();
+      }
+      return value;
+    case "db":
+      if (!Number.isSafeInteger(value) || (value as number) < 0) throw fail();
+      return value;
+    case "maxConnections":
+      if (!Number.isSafeInteger(value) || (value as number) < 1) throw fail();
+      return value;
+    case "timeout":
+      if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) throw fail();
+      return value;
+    case "ttl":
+      if (value === null) return value;
+      if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) throw fail();
+      return value;
+    case "retryOnTimeout":
+    case "tls":
+      if (typeof value !== "boolean") throw fail();
+      return value;
+  }
+}
+
+/** Drops a trailing `# comment` and surrounding spaces, as the Python original does. */
+function stripComment(raw: string): string {
+  const hash = raw.indexOf("#");
+  return (hash === -1 ? raw : raw.slice(0, hash)).trim();
+}
+
+const INTEGER = /^[+-]?\d+(_\d+)*$/;
+const NUMBER = /^[+-]?(\d+(_\d+)*(\.(\d+(_\d+)*)?)?|\.\d+(_\d+)*)([eE][+-]?\d+)?$/;
+const TRUE_WORDS = new Set(["true", "1", "yes", "on"]);
+const FALSE_WORDS = new Set(["false", "0", "no", "off"]);
+
+/** Parses a boolean environment value; `undefined` when it is not one of the accepted words. */
+function parseBooleanWord(raw: string): boolean | undefined {
+  const word = stripComment(raw).toLowerCase();
+  if (TRUE_WORDS.has(word)) return true;
+  if (FALSE_WORDS.has(word)) return false;
+  return undefined;
+}
+
+/** Parses and checks one environment variable holding `field`. */
+function parseEnvField(field: FieldName, name: string, raw: string): unknown {
+  // Never echo a password; every other value is shown so the user can spot the typo.
+  const shown = field === "password" ? "(value hidden)" : showRaw(raw);
+  switch (field) {
+    case "host":
+    case "tlsCa":
+      return checkField(field, raw.trim(), name, shown);
+    case "username":
+    case "password":
+    case "prefix":
+      return raw;
+    case "port":
+    case "db":
+    case "maxConnections": {
+      const text = stripComment(raw);
+      const value = INTEGER.test(text) ? Number(text.replaceAll("_", "")) : NaN;
+      return checkField(field, value, name, shown);
+    }
+    case "timeout": {
+      const text = stripComment(raw);
+      const value = NUMBER.test(text) ? Number(text.replaceAll("_", "")) : NaN;
+      return checkField(field, value, name, shown);
+    }
+    case "ttl": {
+      const text = stripComment(raw);
+      const lower = text.toLowerCase();
+      if (lower === "none" || lower === "null") return null;
+      const value = NUMBER.test(text) ? Number(text.replaceAll("_", "")) : NaN;
+      if (!Number.isFinite(value) || value <= 0) {
+        throw invalid(
+          name,
+          shown,
+          'a positive number of seconds (fractions allowed, e.g. 3600), or "none" / "null" for ' +
+            "no expiry",
+        );
+      }
+      return value;
+    }
+    case "retryOnTimeout":
+    case "tls": {
+      const value = parseBooleanWord(raw);
+      if (value === undefined) throw invalid(name, shown, BOOLEAN_FORM);
+      return value;
+    }
+  }
+}
+
+/** Wraps `parseEnvField` so integer errors also explain the accepted comment syntax. */
+function readEnvField(field: FieldName, name: string, raw: string): unknown {
+  try {
+    return parseEnvField(field, name, raw);
+  } catch (error) {
+    if (
+      error instanceof CacheConfigError &&
+      (field === "port" || field === "db" || field === "maxConnections" || field === "timeout")
+    ) {
+      throw new CacheConfigError(`${error.message.slice(0, -1)} (${COMMENT_NOTE}).`);
+    }
+    throw error;
+  }
+}
+
+/** Decodes a percent-encoded URL user or password; `label` names the source in errors. */
+function decodeUrlPart(text: string, what: string, label: string): string | undefined {
+  if (text === "") return undefined;
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw new CacheConfigError(
+      `Invalid ${label}: its ${what} is not valid percent-encoding (value hidden); encode ` +
+        'special characters as %XX, e.g. "@" as %40.',
+    );
+  }
+}
+
+/**
+ * Parses a connection URL. The message of every error names `label` and never holds the URL
+ * itself (it may carry a password).
+ */
+function parseConnectionUrl(raw: unknown, label: string): UrlParts {
+  if (typeof raw !== "string") {
+    throw invalid(label, `a value of type ${typeof raw}`, `a string of the form ${URL_FORM}`);
+  }
+  let url: URL;
+  try {
+    url = new URL(raw.trim());
+  } catch {
+    throw new CacheConfigError(
+      `Invalid ${label}: not a valid URL (value hidden, it may hold a password); expected ` +
+        `${URL_FORM}.`,
+    );
+  }
+  const tls = URL_SCHEMES[url.protocol];
+  if (tls === undefined) {
+    throw new CacheConfigError(
+      `Invalid ${label}: unsupported scheme ${
+        JSON.stringify(url.protocol)
+      }; expected ${URL_FORM} ` +
+        "(valkey:// and valkeys:// are accepted too).",
+    );
+  }
+  let host = url.hostname;
+  if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
+  if (host === "") host = DEFAULTS.host;
+  const port = url.port === "" ? DEFAULTS.port : Number(url.port);
+  checkField("port", port, `${label} port`, JSON.stringify(url.port));
+  const path = url.pathname.replace(/^\//, "");
+  const db = path === "" ? DEFAULTS.db : INTEGER.test(path) ? Number(path) : NaN;
+  checkField("db", db, `${label} database path`, JSON.stringify(url.pathname));
+  return {
+    host,
+    port,
+    db,
+    username: decodeUrlPart(url.username, "user name", label),
+    password: decodeUrlPart(url.password, "password", label),
+    tls,
+  };
+}
+
+/**
+ * Resolves every field from the environment. For each field, the lookup order is
+ * `<P>_<X>`, then `<P>_URL`'s part, for each prefix `P` in turn; unset fields stay `undefined`
+ * (the constructor fills the defaults).
+ */
+function resolveEnv(env: EnvRecord, prefixes: readonly string[]): RedisConfigOptions {
+  const urls = new Map<string, UrlParts | null>();
+  const urlOf = (prefix: string): UrlParts | null => {
+    if (!urls.has(prefix)) {
+      const name = `${prefix}_URL`;
+      const raw = env[name];
+      urls.set(prefix, raw === undefined || raw === "" ? null : parseConnectionUrl(raw, name));
+    }
+    return urls.get(prefix)!;
+  };
+  const options: Record<string, unknown> = {};
+  fields: for (const field of FIELDS) {
+    for (const prefix of prefixes) {
+      const name = `${prefix}_${ENV_SUFFIX[field]}`;
+      const raw = env[name];
+      if (raw !== undefined && raw !== "") {
+        options[field] = readEnvField(field, name, raw);
+        continue fields;
+      }
+      if (URL_FIELDS.has(field)) {
+        const parts = urlOf(prefix);
+        if (parts) {
+          // A URL describes the whole endpoint: a URL without a password means "no password",
+          // so credentials of another prefix never leak to this server.
+          options[field] = parts[field as keyof UrlParts];
+          continue fields;
+        }
+      }
+    }
+  }
+  return options as RedisConfigOptions;
+}
+
+/** A host as it appears in a URL: IPv6 addresses in brackets. */
+function urlHost(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
+}
+
+/**
+ * Where and how to reach a Redis server, with the defaults of the original library. Validated on
+ * construction; every field is readonly. The password is kept out of `toString()`, `JSON.stringify` and
+ * inspection (shown as `***`).
+ *
+ * @example Defaults, a URL and a hidden password
+ * ```ts
+ * import { RedisConfig } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const config = new RedisConfig({ url: "rediss://app:s%40cret@db.example.com:6380/2" });
+ * assert.equal(config.host, "db.example.com");
+ * assert.equal(config.tls, true);
+ * assert.equal(config.password, "s@cret");
+ * assert.equal(config.ttl, 3600);
+ * assert.ok(!JSON.stringify(config).includes("s@cret"));
+ * ```
+ */
+export class RedisConfig {
+  /** Server host name or IP address. */
+  readonly host: string;
+  /** Server TCP port. */
+  readonly port: number;
+  /** Database index. */
+  readonly db: number;
+  /** ACL user name, or `undefined` for the default user. */
+  readonly username: string | undefined;
+  /** Upper bound on the number of connections a provider opens. */
+  readonly maxConnections: number;
+  /** Whether a command that timed out is retried once. */
+  readonly retryOnTimeout: boolean;
+  /** Seconds a connect or a command may take. */
+  readonly timeout: number;
+  /** Default entry TTL in seconds; `null` means no expiry. */
+  readonly ttl: number | null;
+  /** Prefix of every key this library writes. */
+  readonly prefix: string;
+  /** Whether to connect over TLS. */
+  readonly tls: boolean;
+  /** Path to a CA certificate file for TLS, or `undefined`. */
+  readonly tlsCa: string | undefined;
+  readonly #password: string | undefined;
+
+  /**
+   * Builds and validates a config.
+   *
+   * @param options Explicit settings; each wins over the matching part of `options.url`, which
+   * wins over the default. See `RedisConfigOptions`.
+   * @throws {CacheConfigError} When an option is malformed (the message names the option and the
+   * accepted values).
+   */
+  constructor(options: RedisConfigOptions = {}) {
+    if (options === null || typeof options !== "object") {
+      throw invalid(
+        "RedisConfig options",
+        `a value of type ${options === null ? "null" : typeof options}`,
+        "an object such as { host, port, db, ttl }",
+      );
+    }
+    const url = options.url === undefined ? undefined : parseConnectionUrl(options.url, "url");
+    const pick = <F extends FieldName>(field: F, fallback: unknown): unknown => {
+      const value = options[field];
+      if (value !== undefined) {
+        return checkField(field, value, `option "${field}"`, showOption(field, value));
+      }
+      if (url && URL_FIELDS.has(field)) return url[field as keyof UrlParts];
+      return fallback;
+    };
+    this.host = pick("host", DEFAULTS.host) as string;
+    this.port = pick("port", DEFAULTS.port) as number;
+    this.db = pick("db", DEFAULTS.db) as number;
+    this.username = pick("username", undefined) as string | undefined;
+    this.#password = pick("password", undefined) as string | undefined;
+    this.maxConnections = pick("maxConnections", DEFAULTS.maxConnections) as number;
+    this.retryOnTimeout = pick("retryOnTimeout", DEFAULTS.retryOnTimeout) as boolean;
+    this.timeout = pick("timeout", DEFAULTS.timeout) as number;
+    this.ttl = pick("ttl", DEFAULTS.ttl) as number | null;
+    this.prefix = pick("prefix", DEFAULTS.prefix) as string;
+    this.tls = pick("tls", DEFAULTS.tls) as boolean;
+    this.tlsCa = pick("tlsCa", undefined) as string | undefined;
+  }
+
+  /**
+   * The password, or `undefined`. A getter over a private field, so it never shows up when the
+   * config is enumerated, spread, serialized or inspected.
+   *
+   * @example Reading the password
+   * ```ts
+   * import { RedisConfig } from "@core-lib/cache";
+   * import assert from "node:assert/strict";
+   *
+   * const config = new RedisConfig({ password: "hunter2" });
+   * assert.equal(config.password, "hunter2");
+   * assert.ok(!Object.keys(config).includes("password"));
+   * ```
+   */
+  get password(): string | undefined {
+    return this.#password;
+  }
+
+  /**
+   * Reads the config from `REDIS_*` variables and `REDIS_URL`. An explicit variable wins over the
+   * URL's part, which wins over the default; empty variables count as unset. Integers may carry
+   * surrounding spaces and a trailing `# comment`; booleans accept true/false, 1/0, yes/no,
+   * on/off in any case; `REDIS_CACHE_TTL` accepts `none` / `null` for no expiry.
+   *
+   * Variables: `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`, `REDIS_USERNAME`, `REDIS_PASSWORD`,
+   * `REDIS_MAX_CONNECTIONS`, `REDIS_RETRY_ON_TIMEOUT`, `REDIS_TIMEOUT`, `REDIS_CACHE_TTL`,
+   * `REDIS_PREFIX`, `REDIS_TLS`, `REDIS_TLS_CA`, `REDIS_URL`.
+   *
+   * @example Reading an explicit environment
+   * ```ts
+   * import { RedisConfig } from "@core-lib/cache";
+   * import assert from "node:assert/strict";
+   *
+   * const config = RedisConfig.fromEnv({
+   *   REDIS_URL: "redis://cache.internal:6380/1",
+   *   REDIS_PORT: "6381 # replica",
+   *   REDIS_CACHE_TTL: "none",
+   * });
+   * assert.equal(config.host, "cache.internal");
+   * assert.equal(config.port, 6381);
+   * assert.equal(config.db, 1);
+   * assert.equal(config.ttl, null);
+   * ```
+   *
+   * @param env The variables to read; defaults to the process environment.
+   * @returns The validated config.
+   * @throws {CacheConfigError} When a variable is malformed (the message names it).
+   */
+  static fromEnv(env: EnvRecord = readEnv()): RedisConfig {
+    return new RedisConfig(resolveEnv(env, ["REDIS"]));
+  }
+
+  /**
+   * A plain view of the config for `JSON.stringify`, with the password replaced by `"***"` when
+   * one is set.
+   *
+   * @example Serializing without the password
+   * ```ts
+   * import { RedisConfig } from "@core-lib/cache";
+   * import assert from "node:assert/strict";
+   *
+   * const json = JSON.parse(JSON.stringify(new RedisConfig({ password: "hunter2" })));
+   * assert.equal(json.password, "***");
+   * assert.equal(json.port, 6379);
+   * ```
+   *
+   * @returns Every field; `password` is `"***"` or `undefined`.
+   */
+  toJSON(): Omit<RedisConfigOptions, "url"> {
+    return {
+      host: this.host,
+      port: this.port,
+      db: this.db,
+      username: this.username,
+      password: this.#password === undefined ? undefined : HIDDEN,
+      maxConnections: this.maxConnections,
+      retryOnTimeout: this.retryOnTimeout,
+      timeout: this.timeout,
+      ttl: this.ttl,
+      prefix: this.prefix,
+      tls: this.tls,
+      tlsCa: this.tlsCa,
+    };
+  }
+
+  /**
+   * A one-line description, the endpoint as a URL with the password shown as `***`.
+   *
+   * @example Describing a config
+   * ```ts
+   * import { RedisConfig } from "@core-lib/cache";
+   * import assert from "node:assert/strict";
+   *
+   * const config = new RedisConfig({ username: "app", password: "hunter2", db: 2 });
+   * assert.equal(String(config), "RedisConfig(redis://app:***@localhost:6379/2)");
+   * ```
+   *
+   * @returns `RedisConfig(redis://[user[:***]@]host:port/db)` (`ValkeyConfig(...)` for a
+   * `ValkeyConfig`, `rediss://` with TLS).
+   */
+  toString(): string {
+    const user = this.username === undefined ? "" : encodeURIComponent(this.username);
+    const auth = this.#password === undefined ? (user ? `${user}@` : "") : `${user}:${HIDDEN}@`;
+    const scheme = this.tls ? "rediss" : "redis";
+    return `${this.#className()}(${scheme}://${auth}${urlHost(this.host)}:${this.port}/${this.db})`;
+  }
+
+  /**
+   * Deno's inspect hook (`console.log`, `Deno.inspect`): the redacted view of `toJSON()`.
+   *
+   * @example Inspecting without the password
+   * ```ts
+   * import { RedisConfig } from "@core-lib/cache";
+   * import assert from "node:assert/strict";
+   *
+   * const shown = Deno.inspect(new RedisConfig({ password: "hunter2" }));
+   * assert.ok(shown.includes("***"));
+   * assert.ok(!shown.includes("hunter2"));
+   * ```
+   *
+   * @param inspect The runtime's inspect function.
+   * @param options The inspect options, passed through.
+   * @returns The class name followed by the inspected redacted view.
+   */
+  [Symbol.for("Deno.customInspect")](
+    inspect: (value: unknown, options?: unknown) => string,
+    options?: unknown,
+  ): string {
+    return `${this.#className()} ${inspect(this.toJSON(), options)}`;
+  }
+
+  /**
+   * Node's inspect hook (`console.log`, `util.inspect`): the redacted view of `toJSON()`.
+   *
+   * @example Inspecting without the password
+   * ```ts
+   * import { RedisConfig } from "@core-lib/cache";
+   * import { inspect } from "node:util";
+   * import assert from "node:assert/strict";
+   *
+   * assert.ok(!inspect(new RedisConfig({ password: "hunter2" })).includes("hunter2"));
+   * ```
+   *
+   * @param _depth The current depth (unused).
+   * @param options The inspect options, passed through.
+   * @param inspect The runtime's inspect function (Node >= 16.14).
+   * @returns The class name followed by the inspected redacted view.
+   */
+  [Symbol.for("nodejs.util.inspect.custom")](
+    _depth?: number,
+    options?: unknown,
+    inspect?: (value: unknown, options?: unknown) => string,
+  ): string {
+    const view = inspect ? inspect(this.toJSON(), options) : JSON.stringify(this.toJSON());
+    return `${this.#className()} ${view}`;
+  }
+
+  #className(): string {
+    return this instanceof ValkeyConfig ? "ValkeyConfig" : "RedisConfig";
+  }
+}
+
+/**
+ * Where and how to reach a Valkey server: the same fields and defaults as `RedisConfig`, read
+ * from `VALKEY_*` variables with a fallback to their `REDIS_*` twins.
+ *
+ * @example Falling back to REDIS_* variables
+ * ```ts
+ * import { ValkeyConfig } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const config = ValkeyConfig.fromEnv({ VALKEY_HOST: "valkey.internal", REDIS_DB: "3" });
+ * assert.ok(config instanceof ValkeyConfig);
+ * assert.equal(config.host, "valkey.internal");
+ * assert.equal(config.db, 3);
+ * ```
+ */
+export class ValkeyConfig extends RedisConfig {
+  /**
+   * Reads the config from the environment. For each field the lookup order is `VALKEY_<X>`, then
+   * `VALKEY_URL`'s part, then `REDIS_<X>`, then `REDIS_URL`'s part, then the default; parsing
+   * follows `RedisConfig.fromEnv`, and errors name the variable actually read. A URL describes
+   * its whole endpoint: host, port, db, user, password and TLS come from it (port 6379 and db 0
+   * when it omits them) unless the same prefix's explicit variable is set.
+   *
+   * @example Reading VALKEY_URL
+   * ```ts
+   * import { ValkeyConfig } from "@core-lib/cache";
+   * import assert from "node:assert/strict";
+   *
+   * const config = ValkeyConfig.fromEnv({
+   *   VALKEY_URL: "valkeys://:p%23ss@valkey.internal:6390",
+   *   REDIS_PREFIX: "app:",
+   * });
+   * assert.equal(config.port, 6390);
+   * assert.equal(config.tls, true);
+   * assert.equal(config.password, "p#ss");
+   * assert.equal(config.prefix, "app:");
+   * ```
+   *
+   * @param env The variables to read; defaults to the process environment.
+   * @returns The validated config.
+   * @throws {CacheConfigError} When a variable is malformed (the message names it).
+   */
+  static override fromEnv(env: EnvRecord = readEnv()): ValkeyConfig {
+    return new ValkeyConfig(resolveEnv(env, ["VALKEY", "REDIS"]));
+  }
+}
+
+/**
+ * The backend `setCache()` installs: `auto` picks Valkey when `VALKEY_*` variables are set, else
+ * Redis.
+ *
+ * @example Naming a backend
+ * ```ts
+ * import type { BackendName } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const backend: BackendName = "valkey";
+ * assert.equal(backend, "valkey");
+ * ```
+ */
+export type BackendName = "redis" | "valkey" | "memory" | "auto";
+
+const BACKENDS: readonly BackendName[] = ["redis", "valkey", "memory", "auto"];
+
+/**
+ * Reads `CACHE_BACKEND` (default `auto`; trimmed, any case) and `ENABLE_CACHE` (a boolean,
+ * default `true`). Empty variables count as unset.
+ *
+ * @example Reading the backend selection
+ * ```ts
+ * import { readBackendSettings } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(readBackendSettings({ CACHE_BACKEND: " Valkey ", ENABLE_CACHE: "no" }), {
+ *   backend: "valkey",
+ *   enabled: false,
+ *   explicit: true,
+ * });
+ * assert.deepEqual(readBackendSettings({}), { backend: "auto", enabled: true, explicit: false });
+ * ```
+ *
+ * @param env The variables to read; defaults to the process environment.
+ * @returns The backend, whether caching is enabled, and whether `CACHE_BACKEND` was set.
+ * @throws {CacheConfigError} When `CACHE_BACKEND` or `ENABLE_CACHE` is malformed.
+ */
+export function readBackendSettings(
+  env: EnvRecord = readEnv(),
+): { backend: BackendName; enabled: boolean; explicit: boolean } {
+  const rawBackend = env.CACHE_BACKEND;
+  const explicit = rawBackend !== undefined && rawBackend !== "";
+  let backend: BackendName = "auto";
+  if (explicit) {
+    const name = rawBackend.trim().toLowerCase();
+    if (!(BACKENDS as readonly string[]).includes(name)) {
+      throw invalid("CACHE_BACKEND", showRaw(rawBackend), `one of ${BACKENDS.join(", ")}`);
+    }
+    backend = name as BackendName;
+  }
+  let enabled = true;
+  const rawEnabled = env.ENABLE_CACHE;
+  if (rawEnabled !== undefined && rawEnabled !== "") {
+    const value = parseBooleanWord(rawEnabled);
+    if (value === undefined) throw invalid("ENABLE_CACHE", showRaw(rawEnabled), BOOLEAN_FORM);
+    enabled = value;
+  }
+  return { backend, enabled, explicit };
+}
+
+/**
+ * Whether any `VALKEY_*` variable this library reads (`VALKEY_URL`, `VALKEY_HOST`,
+ * `VALKEY_PORT`, ...) is set to a non-empty value: what makes `auto` pick Valkey.
+ *
+ * @example Detecting a Valkey setup
+ * ```ts
+ * import { hasValkeyEnv } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(hasValkeyEnv({ VALKEY_HOST: "valkey.internal" }), true);
+ * assert.equal(hasValkeyEnv({ VALKEY_HOST: "", REDIS_HOST: "redis.internal" }), false);
+ * ```
+ *
+ * @param env The variables to look at.
+ * @returns `true` when a `VALKEY_*` setting is present.
+ */
+export function hasValkeyEnv(env: EnvRecord): boolean {
+  return VALKEY_NAMES.some((name) => {
+    const value = env[name];
+    return value !== undefined && value !== "";
+  });
+}
+
+const VALKEY_NAMES: readonly string[] = [
+  "VALKEY_URL",
+  ...FIELDS.map((field) => `VALKEY_${ENV_SUFFIX[field]}`),
+];

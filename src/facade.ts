@@ -1,0 +1,468 @@
+/**
+ * The facade: one global cache per process, set up once with `setCache()` and used everywhere
+ * through the `cache*` functions, which never throw for a server fault.
+ *
+ * @module
+ */
+
+import {
+  type BackendName,
+  hasValkeyEnv,
+  readBackendSettings,
+  RedisConfig,
+  ValkeyConfig,
+} from "./config.ts";
+import { CacheConfigError, CacheDependencyError } from "./errors.ts";
+import { type CacheLogger, FaultLog } from "./log.ts";
+import { MemoryCache } from "./memory.ts";
+import { RedisCache } from "./redis.ts";
+import { type EnvRecord, readEnv } from "./runtime.ts";
+import type { CacheBackend, EntryOptions, SetOptions } from "./types.ts";
+import { ValkeyCache } from "./valkey.ts";
+
+/** Options of `setCache`. Everything not given is read from the environment. */
+export interface SetCacheOptions {
+  /**
+   * Which provider to install; `auto` picks Valkey when `VALKEY_*` variables are set, else Redis.
+   *
+   * @default {CACHE_BACKEND, else "auto"}
+   */
+  provider?: BackendName;
+  /**
+   * Connection settings for the Redis or Valkey provider.
+   *
+   * @default {RedisConfig.fromEnv(env) or ValkeyConfig.fromEnv(env)}
+   */
+  config?: RedisConfig;
+  /**
+   * Default TTL in seconds; `null` stores without expiry.
+   *
+   * @default {REDIS_CACHE_TTL, else 3600}
+   */
+  ttl?: number | null;
+  /**
+   * Seconds a connect or command may take before it counts as a miss.
+   *
+   * @default {REDIS_TIMEOUT, else 4}
+   */
+  timeout?: number;
+  /**
+   * The environment to read instead of the process's.
+   *
+   * @default {Deno.env / process.env}
+   */
+  env?: EnvRecord;
+  /**
+   * Where fault lines go.
+   *
+   * @default {console.warn}
+   */
+  logger?: CacheLogger;
+}
+
+let current: CacheBackend | null = null;
+let installing: Promise<boolean> | null = null;
+let lazySetup: Promise<void> | null = null;
+const facadeLog = new FaultLog();
+
+/**
+ * Installs the process's cache. With no argument, reads the environment (`CACHE_BACKEND`,
+ * `ENABLE_CACHE`, `REDIS_*`, `VALKEY_*`). Connects, pings and loads the Lua scripts.
+ *
+ * Resolves `true` when the cache is usable; `false` when caching is disabled
+ * (`ENABLE_CACHE=false`) or the server cannot be reached (logged once; the client keeps
+ * reconnecting, so the cache comes alive when the server does). A second call while a cache is
+ * installed keeps it and resolves `true`; call `closeCache()` first to reconfigure. Throws
+ * `CacheConfigError` for a malformed setting.
+ *
+ * @param options Provider, config, TTL, timeout, or the environment to read.
+ * @returns Whether the cache is usable now.
+ *
+ * @example Installing the in-process cache
+ * ```ts
+ * import { cacheGet, cacheSet, closeCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(await setCache({ provider: "memory" }), true);
+ * await cacheSet({ user: 1 }, { name: "Ada" });
+ * assert.deepEqual(await cacheGet({ user: 1 }), { name: "Ada" });
+ * await closeCache();
+ * ```
+ */
+export function setCache(options: SetCacheOptions = {}): Promise<boolean> {
+  if (current) return Promise.resolve(true);
+  if (!installing) {
+    installing = install(options).finally(() => installing = null);
+    // An explicit set-up, whatever its outcome (disabled, unreachable, bad config), is the
+    // process's set-up: facade calls must not start another one from the environment.
+    lazySetup ??= installing.then(() => undefined, () => undefined);
+  }
+  return installing;
+}
+
+async function install(options: SetCacheOptions): Promise<boolean> {
+  const env = options.env ?? readEnv();
+  const settings = readBackendSettings(env);
+  if (!settings.enabled) return false;
+  const requested = options.provider ?? settings.backend;
+  if (!["redis", "valkey", "memory", "auto"].includes(requested)) {
+    throw new CacheConfigError(
+      `Invalid provider "${requested}": use "redis", "valkey", "memory" or "auto"`,
+    );
+  }
+  const candidates: Exclude<BackendName, "auto">[] = requested !== "auto"
+    ? [requested as Exclude<BackendName, "auto">]
+    : hasValkeyEnv(env)
+    ? ["valkey", "redis"]
+    : ["redis", "valkey"];
+  for (const [index, kind] of candidates.entries()) {
+    const backend = createBackend(kind, options, env);
+    let connected: boolean;
+    try {
+      connected = await backend.connect();
+    } catch (error) {
+      // Under `auto`, a client library that cannot be loaded hands over to the other one.
+      if (error instanceof CacheDependencyError && index < candidates.length - 1) continue;
+      throw error;
+    }
+    current = backend;
+    return connected;
+  }
+  return false;
+}
+
+function createBackend(
+  kind: Exclude<BackendName, "auto">,
+  options: SetCacheOptions,
+  env: EnvRecord,
+): CacheBackend {
+  const common = { ttl: options.ttl, timeout: options.timeout, logger: options.logger };
+  if (kind === "memory") {
+    return new MemoryCache({
+      ttl: options.ttl === undefined ? RedisConfig.fromEnv(env).ttl : options.ttl,
+      logger: options.logger,
+    });
+  }
+  if (kind === "valkey") {
+    const config = options.config ?? ValkeyConfig.fromEnv(env);
+    return new ValkeyCache({ ...common, config: config as ValkeyConfig });
+  }
+  return new RedisCache({ ...common, config: options.config ?? RedisConfig.fromEnv(env) });
+}
+
+/**
+ * The installed cache for a facade call: the current one, or, before any `setCache`, the one
+ * `setCache()` installs from the environment (run once, as the original's lazy `get_cache`).
+ */
+function resolveBackend(): Promise<CacheBackend | null> {
+  if (!lazySetup) {
+    setCache().catch((error) =>
+      facadeLog.fault(
+        "setup",
+        "Cannot set up the cache from the environment; caching is off",
+        error,
+      )
+    );
+  }
+  return lazySetup!.then(() => current);
+}
+
+/**
+ * The installed provider, or `null` when none is installed.
+ *
+ * @returns The provider `setCache` installed.
+ *
+ * @example Reading the installed provider
+ * ```ts
+ * import { closeCache, getCache, MemoryCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * assert.ok(getCache() instanceof MemoryCache);
+ * await closeCache();
+ * assert.equal(getCache(), null);
+ * ```
+ */
+export function getCache(): CacheBackend | null {
+  return current;
+}
+
+/**
+ * The ioredis / iovalkey client of the installed provider, for direct operations; `null` when no
+ * cache is installed or the provider is `MemoryCache`.
+ *
+ * @returns The client, typed loosely since either library may be in use.
+ *
+ * @example No client for the in-process cache
+ * ```ts
+ * import { closeCache, getCacheClient, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * assert.equal(getCacheClient(), null);
+ * await closeCache();
+ * ```
+ */
+export function getCacheClient(): unknown {
+  const backend = current as { client?: unknown } | null;
+  return backend?.client ?? null;
+}
+
+/**
+ * Runs `call` on the installed cache, or resolves `fallback` when there is none. Kept free of an
+ * extra `await` when a cache is installed: this is every call's hot path.
+ */
+function withBackend<R>(call: (backend: CacheBackend) => Promise<R>, fallback: R): Promise<R> {
+  const backend = current;
+  if (backend) return call(backend);
+  return resolveBackend().then((resolved) => resolved ? call(resolved) : fallback);
+}
+
+/**
+ * Reads an entry.
+ *
+ * @param input Any JSON-serializable value naming the entry (hashed into the key).
+ * @param options `companyId` for a tenant's entry; omit for the global scope.
+ * @returns The value, or `null` on a miss, with no cache, or on a server fault (logged).
+ *
+ * @example Miss, then hit
+ * ```ts
+ * import { cacheGet, cacheSet, closeCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * assert.equal(await cacheGet({ q: "top" }, { companyId: 7 }), null);
+ * await cacheSet({ q: "top" }, [1, 2], { companyId: 7 });
+ * assert.deepEqual(await cacheGet<number[]>({ q: "top" }, { companyId: 7 }), [1, 2]);
+ * await closeCache();
+ * ```
+ */
+export function cacheGet<T = unknown>(input: unknown, options?: EntryOptions): Promise<T | null> {
+  return withBackend((backend) => backend.get<T>(input, options), null);
+}
+
+/**
+ * Stores an entry and registers it in its scope, atomically (one EVALSHA).
+ *
+ * @param input Any JSON-serializable value naming the entry.
+ * @param value Any JSON-serializable value.
+ * @param options `ttl` in seconds (`null`: no expiry) and `companyId`.
+ * @returns `true` when stored; `false` with no cache or on a server fault.
+ *
+ * @example Storing with a TTL
+ * ```ts
+ * import { cacheSet, closeCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * assert.equal(await cacheSet("k", { v: 1 }, { ttl: 30, companyId: "acme" }), true);
+ * await closeCache();
+ * ```
+ */
+export function cacheSet(input: unknown, value: unknown, options?: SetOptions): Promise<boolean> {
+  return withBackend((backend) => backend.set(input, value, options), false);
+}
+
+/**
+ * Deletes an entry and removes it from its registry.
+ *
+ * @param input The entry's input.
+ * @param options `companyId` for a tenant's entry.
+ * @returns `true` when an entry was deleted.
+ *
+ * @example Deleting
+ * ```ts
+ * import { cacheDelete, cacheSet, closeCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * await cacheSet("k", 1);
+ * assert.equal(await cacheDelete("k"), true);
+ * assert.equal(await cacheDelete("k"), false);
+ * await closeCache();
+ * ```
+ */
+export function cacheDelete(input: unknown, options?: EntryOptions): Promise<boolean> {
+  return withBackend((backend) => backend.delete(input, options), false);
+}
+
+/**
+ * Whether an entry exists (one EXISTS, no value transfer).
+ *
+ * @param input The entry's input.
+ * @param options `companyId` for a tenant's entry.
+ * @returns `true` when the entry exists.
+ *
+ * @example Checking existence
+ * ```ts
+ * import { cacheExists, cacheSet, closeCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * await cacheSet("k", 1, { companyId: "acme" });
+ * assert.equal(await cacheExists("k", { companyId: "acme" }), true);
+ * assert.equal(await cacheExists("k"), false);
+ * await closeCache();
+ * ```
+ */
+export function cacheExists(input: unknown, options?: EntryOptions): Promise<boolean> {
+  return withBackend((backend) => backend.exists(input, options), false);
+}
+
+/**
+ * Reads several entries of one scope in one MGET.
+ *
+ * @param inputs The entries' inputs.
+ * @param options `companyId` for a tenant's entries.
+ * @returns The values in input order, `null` for each miss.
+ *
+ * @example Batch read
+ * ```ts
+ * import { cacheGetMany, cacheSet, closeCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * await cacheSet("a", 1);
+ * assert.deepEqual(await cacheGetMany(["a", "b"]), [1, null]);
+ * await closeCache();
+ * ```
+ */
+export function cacheGetMany<T = unknown>(
+  inputs: readonly unknown[],
+  options?: EntryOptions,
+): Promise<(T | null)[]> {
+  return withBackend((backend) => backend.getMany<T>(inputs, options), inputs.map(() => null));
+}
+
+/**
+ * Stores several entries of one scope; each batch is one atomic script call.
+ *
+ * @param entries `[input, value]` pairs.
+ * @param options `ttl` and `companyId`, applied to every entry.
+ * @returns `true` when every entry was stored.
+ *
+ * @example Batch write
+ * ```ts
+ * import { cacheGet, cacheSetMany, closeCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * await cacheSetMany([["a", 1], ["b", 2]], { companyId: "acme" });
+ * assert.equal(await cacheGet("b", { companyId: "acme" }), 2);
+ * await closeCache();
+ * ```
+ */
+export function cacheSetMany(
+  entries: readonly (readonly [unknown, unknown])[],
+  options?: SetOptions,
+): Promise<boolean> {
+  return withBackend((backend) => backend.setMany(entries, options), false);
+}
+
+/**
+ * Deletes every entry of one tenant.
+ *
+ * @param companyId The tenant's id.
+ * @returns How many keys were deleted.
+ *
+ * @example Clearing one tenant
+ * ```ts
+ * import { cacheClearCompany, cacheGet, cacheSet, closeCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * await cacheSet("k", 1, { companyId: "acme" });
+ * await cacheSet("k", 2, { companyId: "globex" });
+ * assert.equal(await cacheClearCompany("acme"), 1);
+ * assert.equal(await cacheGet("k", { companyId: "globex" }), 2);
+ * await closeCache();
+ * ```
+ */
+export function cacheClearCompany(companyId: string | number): Promise<number> {
+  return withBackend((backend) => backend.clearCompany(companyId), 0);
+}
+
+/**
+ * Deletes every entry stored without a tenant.
+ *
+ * @returns How many keys were deleted.
+ *
+ * @example Clearing the global scope
+ * ```ts
+ * import { cacheClearGlobal, cacheSet, closeCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * await cacheSet("k", 1);
+ * assert.equal(await cacheClearGlobal(), 1);
+ * await closeCache();
+ * ```
+ */
+export function cacheClearGlobal(): Promise<number> {
+  return withBackend((backend) => backend.clearGlobal(), 0);
+}
+
+/**
+ * Deletes every entry of every tenant and the global scope; touches no key outside the prefix.
+ *
+ * @returns How many keys were deleted.
+ *
+ * @example Clearing everything
+ * ```ts
+ * import { cacheClearAll, cacheSet, closeCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * await cacheSet("k", 1);
+ * await cacheSet("k", 1, { companyId: "acme" });
+ * assert.equal(await cacheClearAll(), 2);
+ * await closeCache();
+ * ```
+ */
+export function cacheClearAll(): Promise<number> {
+  return withBackend((backend) => backend.clearAll(), 0);
+}
+
+/**
+ * Removes registry members whose key has expired, in every registry of the prefix.
+ *
+ * @returns How many members were removed.
+ *
+ * @example Pruning after expiry
+ * ```ts
+ * import { cachePruneRegistries, cacheSet, closeCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * await cacheSet("k", 1, { ttl: 0.01 });
+ * await new Promise((resolve) => setTimeout(resolve, 30));
+ * assert.equal(await cachePruneRegistries(), 1);
+ * await closeCache();
+ * ```
+ */
+export function cachePruneRegistries(): Promise<number> {
+  return withBackend((backend) => backend.pruneRegistries(), 0);
+}
+
+/**
+ * Closes the installed cache's connections and unsets it; the next facade call sets up from the
+ * environment again.
+ *
+ * @returns Resolves when the connections are closed.
+ *
+ * @example Reconfiguring
+ * ```ts
+ * import { closeCache, getCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * await closeCache();
+ * assert.equal(getCache(), null);
+ * ```
+ */
+export async function closeCache(): Promise<void> {
+  const backend = current;
+  current = null;
+  lazySetup = null;
+  await backend?.close();
+}

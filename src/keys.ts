@@ -1,0 +1,345 @@
+/**
+ * Key layout shared with the Python `core_lib.cache` original: canonical JSON of the input
+ * (byte-identical to `json.dumps(input, sort_keys=True)`), its SHA-256, and the entry and registry
+ * key names built from it.
+ *
+ * @module
+ */
+
+import { CacheInputError } from "./errors.ts";
+import { sha256Hex } from "./runtime.ts";
+
+/** Per-call state, so a `toJSON` that itself calls `canonicalJson` cannot clobber it. */
+interface Walk {
+  /** `path[d]` is the key or index that led to the value at depth `d` (`path[0]` unused). */
+  path: (string | number)[];
+  /** `stack[d]` is the object or array being written at depth `d`: ancestors, for cycle checks. */
+  stack: object[];
+}
+
+// Printable ASCII minus `"` and `\`: such strings need no escaping, the common case for keys.
+const PLAIN_STRING = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+// Only surrogates make UTF-16 order differ from code-point order (astral vs U+E000..U+FFFF).
+const HAS_SURROGATE = /[\ud800-\udfff]/;
+const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
+const SHORT_ESCAPES: Record<number, string> = {
+  0x08: "\\b",
+  0x09: "\\t",
+  0x0a: "\\n",
+  0x0c: "\\f",
+  0x0d: "\\r",
+  0x22: '\\"',
+  0x5c: "\\\\",
+};
+
+/**
+ * Serializes `input` exactly as Python's `json.dumps(input, sort_keys=True)` does, so a key
+ * hashed here equals the key the Python original computes for the same data.
+ *
+ * Accepts strings, finite numbers, booleans, `null`, arrays, plain objects (including
+ * `Object.create(null)`) and anything with a `toJSON` method (such as `Date`), which is replaced
+ * by its result first, as `JSON.stringify` does.
+ *
+ * @example Sorted keys, Python separators, ASCII-only output
+ * ```ts
+ * import { canonicalJson } from "./keys.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(canonicalJson({ b: [1, 0.5], a: "é" }), '{"a": "\\u00e9", "b": [1, 0.5]}');
+ * ```
+ *
+ * @param input The cache key input.
+ * @returns The canonical JSON text, pure ASCII.
+ * @throws {CacheInputError} For `undefined`, functions, symbols, BigInt, `NaN`/`Infinity`,
+ * circular references and non-plain objects without `toJSON` (Map, Set, class instances); the
+ * message names the path, such as `input.a[2]`.
+ */
+export function canonicalJson(input: unknown): string {
+  return write(input, "", { path: [], stack: [] }, 0);
+}
+
+/**
+ * The `<hash>` part of an entry key: lowercase hex SHA-256 of {@linkcode canonicalJson}.
+ *
+ * @example Hashing a query
+ * ```ts
+ * import { hashInput } from "./keys.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.match(hashInput({ user_id: 123 }), /^[0-9a-f]{64}$/);
+ * assert.equal(hashInput({ a: 1, b: 2 }), hashInput({ b: 2, a: 1 }));
+ * ```
+ *
+ * @param input The cache key input.
+ * @returns 64 lowercase hex characters.
+ * @throws {CacheInputError} As {@linkcode canonicalJson}.
+ */
+export function hashInput(input: unknown): string {
+  return sha256Hex(canonicalJson(input));
+}
+
+/**
+ * Validates a tenant id and turns it into its key form. Unlike the Python original, an empty or
+ * `null` id is an error rather than a silent fall into the global scope, which would leak data
+ * across tenants.
+ *
+ * @example Numbers and strings name the same tenant
+ * ```ts
+ * import { normalizeCompanyId } from "./keys.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(normalizeCompanyId(42), "42");
+ * assert.equal(normalizeCompanyId("acme"), "acme");
+ * assert.equal(normalizeCompanyId(undefined), undefined);
+ * ```
+ *
+ * @param companyId `undefined` for the global scope, a non-empty string, or a safe integer.
+ * @returns The tenant id as a string, or `undefined` for the global scope.
+ * @throws {CacheInputError} For an empty string, `null`, a non-integer number or any other type.
+ */
+export function normalizeCompanyId(companyId: unknown): string | undefined {
+  if (companyId === undefined) return undefined;
+  if (typeof companyId === "string" && companyId !== "") return companyId;
+  // String(-0) is "0", so 0 and -0 are the same tenant.
+  if (typeof companyId === "number" && Number.isSafeInteger(companyId)) return String(companyId);
+  throw new CacheInputError(
+    `Invalid companyId ${describe(companyId)}: companyId must be a non-empty string or an ` +
+      `integer; to use the global scope, omit it`,
+  );
+}
+
+/**
+ * The server key of an entry: `<prefix><name>:<hash>` globally,
+ * `<prefix>tenant:<companyId>:<name>:<hash>` for a tenant.
+ *
+ * @example Global and tenant keys
+ * ```ts
+ * import { entryKey } from "./keys.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(entryKey("cache:", "", "ab12"), "cache::ab12");
+ * assert.equal(entryKey("cache:", "users", "ab12", "acme"), "cache:tenant:acme:users:ab12");
+ * ```
+ *
+ * @param prefix The configured prefix, used as is (default `cache:`).
+ * @param name The cache's name (`""` for the facade).
+ * @param hash The input's hash, from {@linkcode hashInput}.
+ * @param companyId The tenant id from {@linkcode normalizeCompanyId}; `undefined` for global.
+ * @returns The full key.
+ */
+export function entryKey(prefix: string, name: string, hash: string, companyId?: string): string {
+  return companyId === undefined
+    ? `${prefix}${name}:${hash}`
+    : `${prefix}tenant:${companyId}:${name}:${hash}`;
+}
+
+/**
+ * The key of the Set that lists every entry key of one scope.
+ *
+ * @example Tenant and global registries
+ * ```ts
+ * import { registryKey } from "./keys.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(registryKey("cache:", "acme"), "cache:registry:tenant:acme");
+ * assert.equal(registryKey("cache:"), "cache:registry:global");
+ * ```
+ *
+ * @param prefix The configured prefix, used as is.
+ * @param companyId The tenant id from {@linkcode normalizeCompanyId}; `undefined` for global.
+ * @returns `<prefix>registry:tenant:<companyId>` or `<prefix>registry:global`.
+ */
+export function registryKey(prefix: string, companyId?: string): string {
+  return companyId === undefined
+    ? `${prefix}registry:global`
+    : `${prefix}registry:tenant:${companyId}`;
+}
+
+/**
+ * Escapes `text` so that it matches only itself in a Redis glob (`SCAN MATCH`, `KEYS`).
+ * Outside brackets only `* ? [ \` are special; `]` and `^` are escaped too so the result stays
+ * literal wherever it is placed. Redis treats `\x` as a literal `x` for any `x`.
+ *
+ * @example Escaping a prefix
+ * ```ts
+ * import { globEscape } from "./keys.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(globEscape("app[1]*:"), "app\\[1\\]\\*:");
+ * ```
+ *
+ * @param text Literal text, such as a configured prefix.
+ * @returns The glob pattern matching exactly `text`.
+ */
+export function globEscape(text: string): string {
+  return text.replace(/[*?[\]\\^]/g, "\\$&");
+}
+
+/** Serializes one value; `key` is what `toJSON` receives, as with `JSON.stringify`. */
+function write(value: unknown, key: string, walk: Walk, depth: number): string {
+  if (typeof value === "object" && value !== null) {
+    const toJSON = (value as { toJSON?: unknown }).toJSON;
+    // Applied once, as JSON.stringify does: a toJSON returning `this` must not loop.
+    if (typeof toJSON === "function") value = toJSON.call(value, key);
+  }
+  switch (typeof value) {
+    case "string":
+      return PLAIN_STRING.test(value) ? `"${value}"` : quote(value);
+    case "number":
+      return formatNumber(value, walk, depth);
+    case "boolean":
+      return value ? "true" : "false";
+    case "object":
+      break;
+    case "undefined":
+      throw reject(walk, depth, "undefined", "use null, or leave the property out");
+    case "bigint":
+      throw reject(walk, depth, "a BigInt", "convert it to a string or a safe-integer number");
+    default: // function, symbol
+      throw reject(walk, depth, `a ${typeof value}`, "pass plain JSON data only");
+  }
+  if (value === null) return "null";
+
+  for (let i = 0; i < depth; i++) {
+    if (walk.stack[i] === value) {
+      throw reject(walk, depth, "a circular reference", "pass a tree of values without cycles");
+    }
+  }
+  walk.stack[depth] = value;
+  const inner = depth + 1;
+
+  if (Array.isArray(value)) {
+    if (value.length === 0) return "[]";
+    let out = "[";
+    for (let i = 0; i < value.length; i++) {
+      walk.path[inner] = i;
+      out += (i === 0 ? "" : ", ") + write(value[i], String(i), walk, inner);
+    }
+    return out + "]";
+  }
+
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) {
+    const kind = (value as { constructor?: { name?: string } }).constructor?.name || "object";
+    throw reject(
+      walk,
+      depth,
+      `a ${kind}`,
+      "convert it to a plain object or array, or give it a toJSON method",
+    );
+  }
+  const record = value as Record<string, unknown>;
+  const keys = Object.keys(record);
+  if (keys.length === 0) return "{}";
+  if (keys.length > 1) {
+    keys.sort();
+    for (const k of keys) {
+      if (HAS_SURROGATE.test(k)) {
+        keys.sort(compareCodePoints);
+        break;
+      }
+    }
+  }
+  let out = "{";
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i];
+    walk.path[inner] = k;
+    out += (i === 0 ? "" : ", ") + (PLAIN_STRING.test(k) ? `"${k}"` : quote(k)) + ": " +
+      write(record[k], k, walk, inner);
+  }
+  return out + "}";
+}
+
+/** Quotes a string that needs escaping, as Python's `ensure_ascii` encoder does. */
+function quote(text: string): string {
+  let out = '"';
+  let start = 0; // start of the pending run of characters that need no escape
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x20 && c <= 0x7e && c !== 0x22 && c !== 0x5c) continue;
+    // Surrogates (paired or lone) are escaped unit by unit, which is what Python emits.
+    out += text.slice(start, i) + (SHORT_ESCAPES[c] ?? "\\u" + c.toString(16).padStart(4, "0"));
+    start = i + 1;
+  }
+  return out + text.slice(start) + '"';
+}
+
+/** Writes a number as Python would: an int for safe integers, else `repr(float)`. */
+function formatNumber(n: number, walk: Walk, depth: number): string {
+  // String(-0) is "0", and safe integers never print in exponent form.
+  if (Number.isSafeInteger(n)) return String(n);
+  if (!Number.isFinite(n)) {
+    throw reject(walk, depth, String(n), "use a finite number, null or a string");
+  }
+  // toExponential() without an argument gives the shortest round-trip digits, as repr does.
+  let text = n.toExponential();
+  let sign = "";
+  if (text[0] === "-") {
+    sign = "-";
+    text = text.slice(1);
+  }
+  const e = text.indexOf("e");
+  const digits = text[0] + text.slice(2, e);
+  const exponent = Number(text.slice(e + 1));
+  const decpt = exponent + 1; // value = 0.<digits> × 10^decpt
+  if (decpt <= -4 || decpt > 16) {
+    const mantissa = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
+    const abs = Math.abs(exponent);
+    return `${sign}${mantissa}e${exponent < 0 ? "-" : "+"}${abs < 10 ? "0" : ""}${abs}`;
+  }
+  if (decpt <= 0) return `${sign}0.${"0".repeat(-decpt)}${digits}`;
+  if (decpt < digits.length) return `${sign}${digits.slice(0, decpt)}.${digits.slice(decpt)}`;
+  return `${sign}${digits}${"0".repeat(decpt - digits.length)}.0`;
+}
+
+/**
+ * Orders strings by Unicode code point, as Python sorts `str`. Only called when a key holds a
+ * surrogate, where UTF-16 order puts U+1F600 before U+FFFF.
+ */
+function compareCodePoints(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  if (i === n) return a.length - b.length;
+  // The strings may differ in the low half of a pair whose high half they share: compare the
+  // whole code point, so an astral character still sorts above a lone high surrogate.
+  if (i > 0 && isHighSurrogate(a.charCodeAt(i - 1))) {
+    if (isLowSurrogate(a.charCodeAt(i)) || isLowSurrogate(b.charCodeAt(i))) i--;
+  }
+  return a.codePointAt(i)! - b.codePointAt(i)!;
+}
+
+function isHighSurrogate(unit: number): boolean {
+  return unit >= 0xd800 && unit <= 0xdbff;
+}
+
+function isLowSurrogate(unit: number): boolean {
+  return unit >= 0xdc00 && unit <= 0xdfff;
+}
+
+/** Builds the error for a value at `depth` that has no canonical JSON form. */
+function reject(walk: Walk, depth: number, what: string, fix: string): CacheInputError {
+  return new CacheInputError(
+    `Cache key input holds ${what} at ${formatPath(walk.path, depth)}: ${fix}`,
+  );
+}
+
+/** `input.a[2]["odd key"]` for the value at `depth`. */
+function formatPath(path: (string | number)[], depth: number): string {
+  let out = "input";
+  for (let d = 1; d <= depth; d++) {
+    const step = path[d];
+    if (typeof step === "number") out += `[${step}]`;
+    else if (IDENTIFIER.test(step)) out += `.${step}`;
+    else out += `[${JSON.stringify(step)}]`;
+  }
+  return out;
+}
+
+/** A short, safe description of a rejected companyId for an error message. */
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "number") return String(value);
+  return `of type ${typeof value}`;
+}

@@ -1,0 +1,595 @@
+/**
+ * The provider shared by `RedisCache` (ioredis) and `ValkeyCache` (iovalkey): both clients speak
+ * the same protocol with the same API, so one implementation serves both and each subclass only
+ * says which package to load and which config to read.
+ *
+ * @module
+ */
+
+import type { RedisConfig } from "./config.ts";
+import { CacheConfigError, CacheDependencyError, CacheInputError } from "./errors.ts";
+import { entryKey, globEscape, hashInput, normalizeCompanyId, registryKey } from "./keys.ts";
+import { type CacheLogger, FaultLog } from "./log.ts";
+import {
+  loadScriptSources,
+  registerScripts,
+  runScript,
+  type Script,
+  type ScriptClient,
+  type ScriptName,
+} from "./scripts.ts";
+import { readTextFile } from "./runtime.ts";
+import type { CacheBackend, EntryOptions, SetOptions } from "./types.ts";
+import { DEFAULT_MAX_VALUE_BYTES, parseValue, serializeValue, ttlToMs } from "./values.ts";
+
+/** Options of `RedisCache` and `ValkeyCache`. */
+export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
+  /**
+   * Where and how to connect.
+   *
+   * @default {RedisConfig.fromEnv() (ValkeyConfig.fromEnv() for ValkeyCache)}
+   */
+  config?: Config;
+  /**
+   * The cache's name: the `<name>` part of every key (`<prefix><name>:<hash>`).
+   *
+   * @default {""}
+   */
+  name?: string;
+  /**
+   * Default TTL in seconds for writes that give none; `null` stores without expiry.
+   *
+   * @default {config.ttl (REDIS_CACHE_TTL, 3600)}
+   */
+  ttl?: number | null;
+  /**
+   * Seconds a connect or a command may take before it counts as a fault (a miss).
+   *
+   * @default {config.timeout (REDIS_TIMEOUT, 4)}
+   */
+  timeout?: number;
+  /**
+   * How many connections to open and spread calls over, at most `config.maxConnections`.
+   *
+   * @default {1}
+   */
+  poolSize?: number;
+  /**
+   * Queue commands issued in the same tick into one write (ioredis `enableAutoPipelining`).
+   *
+   * @default {true}
+   */
+  autoPipelining?: boolean;
+  /**
+   * The largest value, in UTF-8 bytes of its JSON, that `set` accepts.
+   *
+   * @default {67108864 (64 MiB)}
+   */
+  maxValueBytes?: number;
+  /**
+   * Where fault lines go (rate-limited; never holds the password).
+   *
+   * @default {console.warn}
+   */
+  logger?: CacheLogger;
+  /**
+   * How many random registry members each write samples to prune expired ones; `0` disables it.
+   *
+   * @default {2}
+   */
+  pruneSample?: number;
+  /**
+   * How many keys one clear script call deletes, bounding how long it blocks the server.
+   *
+   * @default {1000}
+   */
+  clearBatchSize?: number;
+}
+
+/**
+ * The commands this library sends, as ioredis and iovalkey both define them. Kept structural so
+ * the two client libraries stay optional peer dependencies.
+ */
+export interface ProtocolClient extends ScriptClient {
+  readonly status: string;
+  connect(): Promise<void>;
+  disconnect(): void;
+  quit(): Promise<unknown>;
+  ping(): Promise<string>;
+  get(key: string): Promise<string | null>;
+  mget(...keys: string[]): Promise<(string | null)[]>;
+  exists(...keys: string[]): Promise<number>;
+  scan(cursor: string, ...args: (string | number)[]): Promise<[string, string[]]>;
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
+  once(event: string, listener: (...args: unknown[]) => void): unknown;
+}
+
+/** Constructs a client of one library from ioredis-style options. */
+export type ClientConstructor<C> = new (options: Record<string, unknown>) => C;
+
+const SET_MANY_CHUNK = 1000;
+const SCAN_COUNT = 1000;
+const PRUNE_PAGE = 500;
+
+/**
+ * The Redis-protocol provider. Use `RedisCache` or `ValkeyCache`; this base only holds what they
+ * share.
+ */
+export abstract class RedisProtocolCache<C, Config extends RedisConfig> implements CacheBackend {
+  /** The cache's name, the `<name>` part of every key. */
+  readonly name: string;
+  /** The resolved connection settings. */
+  readonly config: Config;
+  readonly #defaultTtl: number | null;
+  readonly #timeoutMs: number;
+  readonly #poolSize: number;
+  readonly #autoPipelining: boolean;
+  readonly #maxValueBytes: number;
+  readonly #pruneSample: number;
+  readonly #clearBatch: number;
+  readonly #log: FaultLog;
+  #clients: ProtocolClient[] = [];
+  #next = 0;
+  #scripts: Record<ScriptName, Script> | undefined;
+  #closed = false;
+
+  /** The npm package whose client this provider drives. */
+  protected abstract readonly clientPackage: "ioredis" | "iovalkey";
+
+  /** Loads the client library; subclasses import their package by a literal specifier. */
+  protected abstract loadClientClass(): Promise<ClientConstructor<C>>;
+
+  /**
+   * @param config The resolved config (from the options or the environment).
+   * @param options The provider options.
+   */
+  protected constructor(config: Config, options: RedisCacheOptions<Config>) {
+    this.config = config;
+    this.name = checkName(options.name);
+    this.#defaultTtl = options.ttl === undefined ? config.ttl : options.ttl;
+    if (this.#defaultTtl !== null) ttlToMs(this.#defaultTtl, null);
+    const timeout = options.timeout ?? config.timeout;
+    if (!Number.isFinite(timeout) || timeout <= 0) {
+      throw new CacheInputError(`Invalid timeout ${timeout}: pass a positive number of seconds`);
+    }
+    this.#timeoutMs = Math.ceil(timeout * 1000);
+    this.#poolSize = Math.min(
+      positiveInt("poolSize", options.poolSize ?? 1),
+      config.maxConnections,
+    );
+    this.#autoPipelining = options.autoPipelining ?? true;
+    this.#maxValueBytes = positiveInt(
+      "maxValueBytes",
+      options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
+    );
+    this.#pruneSample = nonNegativeInt("pruneSample", options.pruneSample ?? 2);
+    this.#clearBatch = positiveInt("clearBatchSize", options.clearBatchSize ?? 1000);
+    this.#log = new FaultLog(options.logger, [config.password]);
+  }
+
+  /** The key prefix, used exactly as configured. */
+  get prefix(): string {
+    return this.config.prefix;
+  }
+
+  /** The first connection's client (ioredis or iovalkey), `null` before `connect()`. */
+  get client(): C | null {
+    return (this.#clients[0] as C | undefined) ?? null;
+  }
+
+  /**
+   * Connects every pooled connection, pings and registers the Lua scripts. Resolves `false`
+   * (logged, never thrown) when the server cannot be reached; the connections keep retrying in
+   * the background, so the cache comes alive when the server does.
+   */
+  async connect(): Promise<boolean> {
+    if (this.#closed) return false;
+    this.#scripts ??= await loadScriptSources();
+    if (this.#clients.length === 0) {
+      const Client = await this.#loadClient();
+      const tls = this.config.tls ? await tlsOptions(this.config) : undefined;
+      for (let i = 0; i < this.#poolSize; i++) this.#clients.push(this.#createClient(Client, tls));
+    }
+    try {
+      await withTimeout(
+        Promise.all(this.#clients.map((client) => this.#ready(client))),
+        this.#timeoutMs,
+        "connect",
+      );
+      this.#log.recovered("connect");
+      return true;
+    } catch (error) {
+      this.#log.fault(
+        "connect",
+        `Cannot reach ${this.clientPackage} server at ${this.#where()}; caching is off until it answers (retrying in the background)`,
+        error,
+      );
+      return false;
+    }
+  }
+
+  /** `true` when every connection answers PING within the timeout. */
+  async healthCheck(): Promise<boolean> {
+    if (this.#clients.length === 0) return false;
+    try {
+      const replies = await withTimeout(
+        Promise.all(this.#clients.map((client) => client.ping())),
+        this.#timeoutMs,
+        "health check",
+      );
+      return replies.every((reply) => reply === "PONG");
+    } catch (error) {
+      this.#fault("health", error);
+      return false;
+    }
+  }
+
+  /** Closes every connection; later calls are misses. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const clients = this.#clients;
+    await Promise.all(clients.map(async (client) => {
+      if (client.status !== "ready") return client.disconnect();
+      try {
+        await withTimeout(client.quit(), this.#timeoutMs, "quit");
+      } catch {
+        client.disconnect();
+      }
+    }));
+  }
+
+  /** The cached value, or `null` on a miss or a server fault (logged). */
+  async get<T = unknown>(input: unknown, options?: EntryOptions): Promise<T | null> {
+    const key = this.#key(input, options?.companyId);
+    let text: string | null;
+    try {
+      text = await this.#pick().get(key);
+    } catch (error) {
+      this.#fault("get", error);
+      return null;
+    }
+    return text === null ? null : this.#parse<T>(text, key);
+  }
+
+  /** Stores `value` and registers its key in one EVALSHA; `false` on a server fault. */
+  async set(input: unknown, value: unknown, options?: SetOptions): Promise<boolean> {
+    const companyId = normalizeCompanyId(options?.companyId);
+    const key = entryKey(this.config.prefix, this.name, hashInput(input), companyId);
+    const text = serializeValue(value, this.#maxValueBytes);
+    const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
+    return await this.#store(registryKey(this.config.prefix, companyId), [key], [text], ttlMs);
+  }
+
+  /** Deletes one entry and unregisters it; `true` when it existed. */
+  async delete(input: unknown, options?: EntryOptions): Promise<boolean> {
+    const companyId = normalizeCompanyId(options?.companyId);
+    const key = entryKey(this.config.prefix, this.name, hashInput(input), companyId);
+    try {
+      const deleted = await this.#run("delete_and_unregister", [
+        key,
+        registryKey(this.config.prefix, companyId),
+      ], []);
+      return deleted === 1;
+    } catch (error) {
+      this.#fault("delete", error);
+      return false;
+    }
+  }
+
+  /** `true` when the entry exists (one EXISTS, no value transfer). */
+  async exists(input: unknown, options?: EntryOptions): Promise<boolean> {
+    const key = this.#key(input, options?.companyId);
+    try {
+      return (await this.#pick().exists(key)) === 1;
+    } catch (error) {
+      this.#fault("exists", error);
+      return false;
+    }
+  }
+
+  /** The values of `inputs` in one MGET, in input order, `null` for each miss. */
+  async getMany<T = unknown>(
+    inputs: readonly unknown[],
+    options?: EntryOptions,
+  ): Promise<(T | null)[]> {
+    const companyId = normalizeCompanyId(options?.companyId);
+    const keys = inputs.map((input) =>
+      entryKey(this.config.prefix, this.name, hashInput(input), companyId)
+    );
+    if (keys.length === 0) return [];
+    let texts: (string | null)[];
+    try {
+      texts = await this.#pick().mget(...keys);
+    } catch (error) {
+      this.#fault("getMany", error);
+      return keys.map(() => null);
+    }
+    return texts.map((text, i) => text === null ? null : this.#parse<T>(text, keys[i]));
+  }
+
+  /**
+   * Stores every entry of one scope: each batch of up to 1000 entries is one atomic EVALSHA.
+   * Every entry is validated before anything is sent, so bad input writes nothing.
+   */
+  async setMany(
+    entries: readonly (readonly [unknown, unknown])[],
+    options?: SetOptions,
+  ): Promise<boolean> {
+    const companyId = normalizeCompanyId(options?.companyId);
+    const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
+    const keys: string[] = [];
+    const texts: string[] = [];
+    for (const entry of entries) {
+      if (!Array.isArray(entry) || entry.length !== 2) {
+        throw new CacheInputError("Invalid setMany entry: pass an array of [input, value] pairs");
+      }
+      keys.push(entryKey(this.config.prefix, this.name, hashInput(entry[0]), companyId));
+      texts.push(serializeValue(entry[1], this.#maxValueBytes));
+    }
+    const registry = registryKey(this.config.prefix, companyId);
+    let ok = true;
+    for (let start = 0; start < keys.length; start += SET_MANY_CHUNK) {
+      const end = start + SET_MANY_CHUNK;
+      ok = await this.#store(registry, keys.slice(start, end), texts.slice(start, end), ttlMs) &&
+        ok;
+    }
+    return ok;
+  }
+
+  /** Deletes every entry of one tenant in bounded batches; returns the keys deleted. */
+  async clearCompany(companyId: string | number): Promise<number> {
+    const id = normalizeCompanyId(companyId);
+    if (id === undefined) {
+      throw new CacheInputError(
+        "clearCompany needs a companyId: pass the tenant's id, or call clearGlobal() for the global scope",
+      );
+    }
+    return await this.#clearRegistries([registryKey(this.config.prefix, id)]);
+  }
+
+  /** Deletes every entry stored without a tenant; returns the keys deleted. */
+  async clearGlobal(): Promise<number> {
+    return await this.#clearRegistries([registryKey(this.config.prefix, undefined)]);
+  }
+
+  /**
+   * Deletes every registered entry under this prefix, tenants and global, including registries
+   * written by the Python original; touches no key outside the prefix.
+   */
+  async clearAll(): Promise<number> {
+    const registries = await this.#scanRegistries();
+    return registries === null ? 0 : await this.#clearRegistries(registries);
+  }
+
+  /** Walks every registry and removes members whose key is gone; returns how many. */
+  async pruneRegistries(): Promise<number> {
+    const registries = await this.#scanRegistries();
+    if (registries === null) return 0;
+    let removed = 0;
+    try {
+      for (const registry of registries) {
+        let cursor = "0";
+        do {
+          const [next, count] = await this.#run("prune_registry", [registry], [
+            cursor,
+            PRUNE_PAGE,
+          ]) as [string, number];
+          cursor = String(next);
+          removed += count;
+        } while (cursor !== "0");
+      }
+    } catch (error) {
+      this.#fault("prune", error);
+    }
+    return removed;
+  }
+
+  async #store(registry: string, keys: string[], texts: string[], ttlMs: number): Promise<boolean> {
+    try {
+      await this.#run("set_and_register", [registry, ...keys], [
+        ttlMs,
+        this.#pruneSample,
+        ...texts,
+      ]);
+      return true;
+    } catch (error) {
+      this.#fault("set", error);
+      return false;
+    }
+  }
+
+  async #clearRegistries(registries: string[]): Promise<number> {
+    let deleted = 0;
+    try {
+      for (const registry of registries) {
+        for (;;) {
+          const [count, left] = await this.#run("clear_registry", [registry], [
+            this.#clearBatch,
+          ]) as [number, number];
+          deleted += count;
+          if (left === 0) break;
+        }
+      }
+    } catch (error) {
+      this.#fault("clear", error);
+    }
+    return deleted;
+  }
+
+  /** Every Set named `<prefix>registry:*`, found with SCAN; `null` on a server fault. */
+  async #scanRegistries(): Promise<string[] | null> {
+    const pattern = `${globEscape(this.config.prefix)}registry:*`;
+    const found = new Set<string>();
+    try {
+      const client = this.#pick();
+      let cursor = "0";
+      do {
+        const [next, keys] = await client.scan(
+          cursor,
+          "MATCH",
+          pattern,
+          "COUNT",
+          SCAN_COUNT,
+          "TYPE",
+          "set",
+        );
+        cursor = next;
+        for (const key of keys) found.add(key);
+      } while (cursor !== "0");
+    } catch (error) {
+      this.#fault("scan", error);
+      return null;
+    }
+    return [...found];
+  }
+
+  #key(input: unknown, companyId: string | number | undefined): string {
+    return entryKey(
+      this.config.prefix,
+      this.name,
+      hashInput(input),
+      normalizeCompanyId(companyId),
+    );
+  }
+
+  #parse<T>(text: string, key: string): T | null {
+    try {
+      return parseValue<T>(text);
+    } catch (error) {
+      this.#log.fault("parse", `Entry ${key} does not hold JSON text; read as a miss`, error);
+      return null;
+    }
+  }
+
+  #run(name: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
+    // #scripts is set by connect(); a call before it finds no connection and faults anyway.
+    const scripts = this.#scripts;
+    if (!scripts) return Promise.reject(new Error("not connected: call connect() first"));
+    return runScript(this.#pick(), scripts[name], keys, args);
+  }
+
+  #pick(): ProtocolClient {
+    const clients = this.#clients;
+    if (clients.length === 1) return clients[0];
+    if (clients.length === 0) throw new Error("not connected: call connect() first");
+    this.#next = (this.#next + 1) % clients.length;
+    return clients[this.#next];
+  }
+
+  #fault(operation: string, error: unknown): void {
+    this.#log.fault(
+      operation,
+      `Cache ${operation} failed at ${this.#where()}; served as a miss`,
+      error,
+    );
+  }
+
+  #where(): string {
+    return `${this.config.host}:${this.config.port}/${this.config.db}`;
+  }
+
+  async #loadClient(): Promise<ClientConstructor<ProtocolClient>> {
+    try {
+      return await this.loadClientClass() as unknown as ClientConstructor<ProtocolClient>;
+    } catch (error) {
+      throw new CacheDependencyError(
+        `Cannot load the "${this.clientPackage}" package: install it (npm install ${this.clientPackage}) or pick another provider`,
+        { cause: error },
+      );
+    }
+  }
+
+  #createClient(
+    Client: ClientConstructor<ProtocolClient>,
+    tls: Record<string, unknown> | undefined,
+  ): ProtocolClient {
+    const config = this.config;
+    const client = new Client({
+      host: config.host,
+      port: config.port,
+      db: config.db,
+      username: config.username,
+      password: config.password,
+      tls,
+      lazyConnect: true,
+      connectTimeout: this.#timeoutMs,
+      commandTimeout: this.#timeoutMs,
+      // No offline queue: while the server is down a call fails at once (a miss) instead of
+      // waiting in a queue that grows without bound; retries happen at the connection level.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: config.retryOnTimeout ? 1 : 0,
+      enableAutoPipelining: this.#autoPipelining,
+      retryStrategy: (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
+    });
+    client.on(
+      "error",
+      (error) => this.#log.fault("connection", `Connection to ${this.#where()} failed`, error),
+    );
+    client.on("ready", () => {
+      this.#log.recovered("connection");
+      // A restarted server has lost its scripts: register them again before calls arrive.
+      if (this.#scripts) {
+        registerScripts(client, this.#scripts).catch((error) => this.#fault("script load", error));
+      }
+    });
+    return client;
+  }
+
+  async #ready(client: ProtocolClient): Promise<void> {
+    if (client.status === "wait") await client.connect();
+    else if (client.status !== "ready") {
+      await new Promise<void>((resolve, reject) => {
+        client.once("ready", () => resolve());
+        client.once("end", () => reject(new Error("connection closed")));
+      });
+    }
+    await client.ping();
+    await registerScripts(client, this.#scripts!);
+  }
+}
+
+async function tlsOptions(config: RedisConfig): Promise<Record<string, unknown>> {
+  // `servername` lets certificate checks match the configured host name.
+  const options: Record<string, unknown> = { servername: config.host };
+  if (config.tlsCa) {
+    try {
+      options.ca = await readTextFile(config.tlsCa);
+    } catch (error) {
+      throw new CacheConfigError(
+        `Cannot read the TLS CA file ${config.tlsCa} (REDIS_TLS_CA): ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  }
+  return options;
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function checkName(name: unknown): string {
+  if (name === undefined) return "";
+  if (typeof name !== "string") {
+    throw new CacheInputError(`Invalid name ${String(name)}: pass a string (default "")`);
+  }
+  return name;
+}
+
+function positiveInt(option: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new CacheInputError(`Invalid ${option} ${value}: pass a whole number of at least 1`);
+  }
+  return value;
+}
+
+function nonNegativeInt(option: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new CacheInputError(`Invalid ${option} ${value}: pass a whole number of at least 0`);
+  }
+  return value;
+}

@@ -1,0 +1,76 @@
+/**
+ * The Lua scripts of `lua/`: read once per process, registered with SCRIPT LOAD when a connection
+ * becomes ready, and run with EVALSHA. A NOSCRIPT reply (server restarted, SCRIPT FLUSH) loads the
+ * script again and retries once. EVAL is never sent, so the text that runs is always a file of
+ * `lua/` as it stands, and `SCRIPT EXISTS <sha1 of the file>` tells an operator what runs.
+ *
+ * @module
+ */
+
+import { readShippedText, sha1Hex } from "./runtime.ts";
+
+/** The scripts of `lua/`, by file name without `.lua`. */
+export const SCRIPT_NAMES = [
+  "set_and_register",
+  "delete_and_unregister",
+  "clear_registry",
+  "prune_registry",
+] as const;
+
+/** One script's name. */
+export type ScriptName = typeof SCRIPT_NAMES[number];
+
+/** A script's source text and the SHA-1 Redis knows it by. */
+export interface Script {
+  readonly name: ScriptName;
+  readonly source: string;
+  readonly sha: string;
+}
+
+/** The commands of an ioredis / iovalkey client that scripts need. */
+export interface ScriptClient {
+  evalsha(sha: string, numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>;
+  script(subcommand: "LOAD", source: string): Promise<unknown>;
+}
+
+let loaded: Promise<Record<ScriptName, Script>> | undefined;
+
+/** Reads every script of `lua/` once per process. */
+export function loadScriptSources(): Promise<Record<ScriptName, Script>> {
+  loaded ??= (async () => {
+    const entries = await Promise.all(SCRIPT_NAMES.map(async (name) => {
+      const source = await readShippedText(new URL(`../lua/${name}.lua`, import.meta.url));
+      return [name, { name, source, sha: sha1Hex(source) }] as const;
+    }));
+    return Object.fromEntries(entries) as Record<ScriptName, Script>;
+  })();
+  loaded.catch(() => loaded = undefined);
+  return loaded;
+}
+
+/** Registers every script on one connection with SCRIPT LOAD. */
+export async function registerScripts(
+  client: ScriptClient,
+  scripts: Record<ScriptName, Script>,
+): Promise<void> {
+  await Promise.all(SCRIPT_NAMES.map((name) => client.script("LOAD", scripts[name].source)));
+}
+
+/**
+ * Runs `script` with EVALSHA; on NOSCRIPT, registers it again and retries once. Other errors
+ * (server down, timeout, OOM) reach the caller, which degrades them to a miss.
+ */
+export async function runScript(
+  client: ScriptClient,
+  script: Script,
+  keys: string[],
+  args: (string | number)[],
+): Promise<unknown> {
+  try {
+    return await client.evalsha(script.sha, keys.length, ...keys, ...args);
+  } catch (error) {
+    if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
+    await client.script("LOAD", script.source);
+    return await client.evalsha(script.sha, keys.length, ...keys, ...args);
+  }
+}

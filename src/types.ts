@@ -1,0 +1,78 @@
+/**
+ * The shapes every provider shares: per-call options and the `CacheBackend` interface that the
+ * facade drives.
+ *
+ * @module
+ */
+
+/** Options of a call that addresses one scope. */
+export interface EntryOptions {
+  /**
+   * The tenant the entry belongs to: a non-empty string, or an integer (`0` is tenant `"0"`).
+   * Omit it for the global scope.
+   *
+   * @default {undefined}
+   */
+  companyId?: string | number;
+}
+
+/** Options of a write. */
+export interface SetOptions extends EntryOptions {
+  /**
+   * Seconds until the entry expires (fractions allowed); `null` stores without expiry.
+   *
+   * @default {the cache's default TTL}
+   */
+  ttl?: number | null;
+}
+
+/**
+ * What every provider (`RedisCache`, `ValkeyCache`, `MemoryCache`) offers; the facade functions
+ * call the installed one.
+ *
+ * @example Using a provider directly
+ * ```ts
+ * import { type CacheBackend, MemoryCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const cache: CacheBackend = new MemoryCache();
+ * await cache.set({ q: 1 }, "v", { companyId: "acme" });
+ * assert.equal(await cache.get({ q: 1 }, { companyId: "acme" }), "v");
+ * assert.equal(await cache.get({ q: 1 }), null);
+ * ```
+ */
+export interface CacheBackend {
+  /** The cache's name, the `<name>` part of every key. */
+  readonly name: string;
+  /** The key prefix, used exactly as configured. */
+  readonly prefix: string;
+  /** Connects, pings and loads the scripts; `false` when the server cannot be reached. */
+  connect(): Promise<boolean>;
+  /** `true` when the server answers PING within the timeout. */
+  healthCheck(): Promise<boolean>;
+  /** Closes every connection. */
+  close(): Promise<void>;
+  /** The cached value, or `null` on a miss or a server fault. */
+  get<T = unknown>(input: unknown, options?: EntryOptions): Promise<T | null>;
+  /** Stores a value and registers its key in its scope; `false` on a server fault. */
+  set(input: unknown, value: unknown, options?: SetOptions): Promise<boolean>;
+  /** Deletes one entry; `true` when it existed. */
+  delete(input: unknown, options?: EntryOptions): Promise<boolean>;
+  /** `true` when the entry exists. */
+  exists(input: unknown, options?: EntryOptions): Promise<boolean>;
+  /** The values of several entries of one scope, in input order, `null` for each miss. */
+  getMany<T = unknown>(inputs: readonly unknown[], options?: EntryOptions): Promise<(T | null)[]>;
+  /** Stores several entries of one scope, each batch atomically. */
+  setMany(
+    entries: readonly (readonly [unknown, unknown])[],
+    options?: SetOptions,
+  ): Promise<boolean>;
+  /** Deletes every entry of one tenant; returns how many keys were deleted. */
+  clearCompany(companyId: string | number): Promise<number>;
+  /** Deletes every entry stored without a tenant; returns how many keys were deleted. */
+  clearGlobal(): Promise<number>;
+  /** Deletes every entry of every scope under this prefix; returns how many keys were deleted. */
+  clearAll(): Promise<number>;
+  /** Removes registry members whose key has expired; returns how many were removed. */
+  pruneRegistries(): Promise<number>;
+}

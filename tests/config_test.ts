@@ -1,0 +1,755 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { inspect } from "node:util";
+import {
+  type BackendName,
+  hasValkeyEnv,
+  readBackendSettings,
+  RedisConfig,
+  ValkeyConfig,
+} from "../src/config.ts";
+import { CacheConfigError } from "../src/errors.ts";
+import type { EnvRecord } from "../src/runtime.ts";
+
+const DEFAULTS = {
+  host: "localhost",
+  port: 6379,
+  db: 0,
+  username: undefined,
+  password: undefined,
+  maxConnections: 50,
+  retryOnTimeout: true,
+  timeout: 4,
+  ttl: 3600,
+  prefix: "cache:",
+  tls: false,
+  tlsCa: undefined,
+};
+
+/** Every field of a config, password included (read through the getter). */
+function fields(config: RedisConfig): Record<string, unknown> {
+  return {
+    host: config.host,
+    port: config.port,
+    db: config.db,
+    username: config.username,
+    password: config.password,
+    maxConnections: config.maxConnections,
+    retryOnTimeout: config.retryOnTimeout,
+    timeout: config.timeout,
+    ttl: config.ttl,
+    prefix: config.prefix,
+    tls: config.tls,
+    tlsCa: config.tlsCa,
+  };
+}
+
+/** One variable per field, with its raw value and the value it must produce. */
+const VARIABLES: { suffix: string; field: keyof typeof DEFAULTS; raw: string; value: unknown }[] = [
+  { suffix: "HOST", field: "host", raw: "cache.internal", value: "cache.internal" },
+  { suffix: "PORT", field: "port", raw: "6380", value: 6380 },
+  { suffix: "DB", field: "db", raw: "5", value: 5 },
+  { suffix: "USERNAME", field: "username", raw: "app", value: "app" },
+  { suffix: "PASSWORD", field: "password", raw: "s3cret#x ", value: "s3cret#x " },
+  { suffix: "MAX_CONNECTIONS", field: "maxConnections", raw: "10", value: 10 },
+  { suffix: "RETRY_ON_TIMEOUT", field: "retryOnTimeout", raw: "false", value: false },
+  { suffix: "TIMEOUT", field: "timeout", raw: "2.5", value: 2.5 },
+  { suffix: "CACHE_TTL", field: "ttl", raw: "60", value: 60 },
+  { suffix: "PREFIX", field: "prefix", raw: "app:", value: "app:" },
+  { suffix: "TLS", field: "tls", raw: "true", value: true },
+  { suffix: "TLS_CA", field: "tlsCa", raw: "/etc/ssl/ca.pem", value: "/etc/ssl/ca.pem" },
+];
+
+/** A second value per field, to tell which variable won. */
+const OTHER: Record<string, string> = {
+  HOST: "other.internal",
+  PORT: "7000",
+  DB: "9",
+  USERNAME: "other",
+  PASSWORD: "other-pw",
+  MAX_CONNECTIONS: "3",
+  RETRY_ON_TIMEOUT: "true",
+  TIMEOUT: "9",
+  CACHE_TTL: "90",
+  PREFIX: "other:",
+  TLS: "false",
+  TLS_CA: "/other/ca.pem",
+};
+
+/** Malformed values per variable suffix. */
+const MALFORMED: Record<string, string[]> = {
+  HOST: ["   "],
+  PORT: ["abc", "0", "65536", "63.5", "1e3", "-1", "6379 6380", "# only a comment"],
+  DB: ["abc", "-1", "1.5", "zero"],
+  MAX_CONNECTIONS: ["abc", "0", "-5", "2.5"],
+  RETRY_ON_TIMEOUT: ["maybe", "2", "ture", "y"],
+  TIMEOUT: ["abc", "0", "-1", "inf", "NaN", "1e400"],
+  CACHE_TTL: ["abc", "0", "-10", "never", "Infinity", "1e400"],
+  TLS: ["maybe", "enabled", "t"],
+  TLS_CA: ["  "],
+};
+
+function assertConfigError(fn: () => unknown, ...fragments: string[]): CacheConfigError {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof CacheConfigError, `expected a CacheConfigError, got ${caught}`);
+  for (const fragment of fragments) {
+    assert.ok(
+      caught.message.includes(fragment),
+      `message ${JSON.stringify(caught.message)} lacks ${JSON.stringify(fragment)}`,
+    );
+  }
+  return caught;
+}
+
+describe("RedisConfig defaults", () => {
+  it("new RedisConfig() has the defaults of the spec", () => {
+    assert.deepEqual(fields(new RedisConfig()), DEFAULTS);
+    assert.deepEqual(fields(new RedisConfig({})), DEFAULTS);
+  });
+
+  it("fromEnv({}) has the defaults", () => {
+    assert.deepEqual(fields(RedisConfig.fromEnv({})), DEFAULTS);
+    assert.deepEqual(fields(ValkeyConfig.fromEnv({})), DEFAULTS);
+  });
+
+  it("ignores unrelated variables", () => {
+    const env = { PATH: "/usr/bin", HOST: "x", PORT: "abc", REDIS: "1", VALKEY: "1" };
+    assert.deepEqual(fields(RedisConfig.fromEnv(env)), DEFAULTS);
+    assert.deepEqual(fields(ValkeyConfig.fromEnv(env)), DEFAULTS);
+  });
+
+  it("empty variables count as unset", () => {
+    const env: EnvRecord = { REDIS_URL: "", VALKEY_URL: "" };
+    for (const { suffix } of VARIABLES) {
+      env[`REDIS_${suffix}`] = "";
+      env[`VALKEY_${suffix}`] = "";
+    }
+    assert.deepEqual(fields(RedisConfig.fromEnv(env)), DEFAULTS);
+    assert.deepEqual(fields(ValkeyConfig.fromEnv(env)), DEFAULTS);
+  });
+
+  it("undefined options fall back to the defaults", () => {
+    assert.deepEqual(fields(new RedisConfig({ host: undefined, ttl: undefined })), DEFAULTS);
+  });
+});
+
+describe("RedisConfig options", () => {
+  it("takes every option", () => {
+    const options = {
+      host: "10.0.0.5",
+      port: 6380,
+      db: 2,
+      username: "app",
+      password: "pw",
+      maxConnections: 7,
+      retryOnTimeout: false,
+      timeout: 0.25,
+      ttl: 1.5,
+      prefix: "",
+      tls: true,
+      tlsCa: "/ca.pem",
+    };
+    assert.deepEqual(fields(new RedisConfig(options)), options);
+  });
+
+  it("ttl null means no expiry", () => {
+    assert.equal(new RedisConfig({ ttl: null }).ttl, null);
+  });
+
+  it("url fills the fields the options do not set", () => {
+    const config = new RedisConfig({
+      url: "rediss://u:p@h.example:6390/4",
+      port: 7000,
+      tls: false,
+    });
+    assert.equal(config.host, "h.example");
+    assert.equal(config.port, 7000);
+    assert.equal(config.db, 4);
+    assert.equal(config.username, "u");
+    assert.equal(config.password, "p");
+    assert.equal(config.tls, false);
+  });
+
+  const bad: [string, unknown][] = [
+    ["host", ""],
+    ["host", 5],
+    ["port", 0],
+    ["port", 65536],
+    ["port", 6379.5],
+    ["port", "6379"],
+    ["port", NaN],
+    ["db", -1],
+    ["db", 1.5],
+    ["username", 1],
+    ["password", 1],
+    ["maxConnections", 0],
+    ["maxConnections", 2.5],
+    ["retryOnTimeout", "yes"],
+    ["timeout", 0],
+    ["timeout", -1],
+    ["timeout", Infinity],
+    ["timeout", NaN],
+    ["ttl", 0],
+    ["ttl", -5],
+    ["ttl", Infinity],
+    ["ttl", NaN],
+    ["ttl", "60"],
+    ["prefix", 5],
+    ["prefix", null],
+    ["tls", 1],
+    ["tlsCa", ""],
+  ];
+  for (const [option, value] of bad) {
+    it(`rejects ${option} = ${String(value)} naming the option`, () => {
+      assertConfigError(() => new RedisConfig({ [option]: value }), `"${option}"`, "expected");
+    });
+  }
+
+  it("names the accepted values", () => {
+    assertConfigError(() => new RedisConfig({ port: 0 }), "port", "1 to 65535");
+    assertConfigError(() => new RedisConfig({ ttl: 0 }), "ttl", "null");
+  });
+
+  it("rejects a non-object options argument", () => {
+    assertConfigError(() => new RedisConfig(null as unknown as undefined), "options");
+    assertConfigError(() => new RedisConfig("redis://h" as unknown as undefined), "options");
+  });
+
+  it("never shows a bad password option in the message", () => {
+    const error = assertConfigError(
+      () => new RedisConfig({ password: ["hunter2"] as unknown as string }),
+      "password",
+    );
+    assert.ok(!error.message.includes("hunter2"));
+  });
+});
+
+describe("RedisConfig.fromEnv", () => {
+  for (const { suffix, field, raw, value } of VARIABLES) {
+    it(`reads REDIS_${suffix}`, () => {
+      const config = RedisConfig.fromEnv({ [`REDIS_${suffix}`]: raw });
+      assert.deepEqual(fields(config), { ...DEFAULTS, [field]: value });
+    });
+  }
+
+  it("ignores VALKEY_* variables", () => {
+    const config = RedisConfig.fromEnv({ VALKEY_HOST: "v", VALKEY_URL: "redis://v:1/1" });
+    assert.deepEqual(fields(config), DEFAULTS);
+  });
+
+  it("trims the host and the CA path", () => {
+    const config = RedisConfig.fromEnv({ REDIS_HOST: " h ", REDIS_TLS_CA: " /ca.pem\n" });
+    assert.equal(config.host, "h");
+    assert.equal(config.tlsCa, "/ca.pem");
+  });
+
+  it("keeps the prefix, user name and password exactly", () => {
+    const config = RedisConfig.fromEnv({
+      REDIS_PREFIX: " p # x:",
+      REDIS_USERNAME: " u ",
+      REDIS_PASSWORD: " pw # not a comment ",
+    });
+    assert.equal(config.prefix, " p # x:");
+    assert.equal(config.username, " u ");
+    assert.equal(config.password, " pw # not a comment ");
+  });
+
+  it("returns a RedisConfig", () => {
+    const config = RedisConfig.fromEnv({});
+    assert.ok(config instanceof RedisConfig);
+    assert.ok(!(config instanceof ValkeyConfig));
+  });
+});
+
+describe("integers and numbers from the environment", () => {
+  const cases: [string, number][] = [
+    ["6380 # replica", 6380],
+    ["6380#replica", 6380],
+    ["  6380  ", 6380],
+    ["\t6380\n", 6380],
+    ["+6380", 6380],
+    ["6_380", 6380],
+    ["06380", 6380],
+  ];
+  for (const [raw, value] of cases) {
+    it(`REDIS_PORT=${JSON.stringify(raw)} reads ${value}`, () => {
+      assert.equal(RedisConfig.fromEnv({ REDIS_PORT: raw }).port, value);
+    });
+  }
+
+  it("accepts comments on every integer variable", () => {
+    const config = RedisConfig.fromEnv({
+      REDIS_DB: "3 # reports",
+      REDIS_MAX_CONNECTIONS: " 20   # pool ",
+      REDIS_TIMEOUT: "1.5 # seconds",
+      REDIS_CACHE_TTL: "120 # two minutes",
+    });
+    assert.equal(config.db, 3);
+    assert.equal(config.maxConnections, 20);
+    assert.equal(config.timeout, 1.5);
+    assert.equal(config.ttl, 120);
+  });
+
+  it("reads fractional and exponent timeouts and TTLs", () => {
+    assert.equal(RedisConfig.fromEnv({ REDIS_TIMEOUT: "0.5" }).timeout, 0.5);
+    assert.equal(RedisConfig.fromEnv({ REDIS_TIMEOUT: ".25" }).timeout, 0.25);
+    assert.equal(RedisConfig.fromEnv({ REDIS_TIMEOUT: "1e1" }).timeout, 10);
+    assert.equal(RedisConfig.fromEnv({ REDIS_CACHE_TTL: "0.5" }).ttl, 0.5);
+  });
+
+  for (const raw of ["none", "None", "NONE", "null", "Null", " null ", "none # forever"]) {
+    it(`REDIS_CACHE_TTL=${JSON.stringify(raw)} means no expiry`, () => {
+      assert.equal(RedisConfig.fromEnv({ REDIS_CACHE_TTL: raw }).ttl, null);
+      assert.equal(ValkeyConfig.fromEnv({ VALKEY_CACHE_TTL: raw }).ttl, null);
+    });
+  }
+});
+
+describe("booleans from the environment", () => {
+  const spellings: [string, boolean][] = [];
+  for (
+    const [word, value] of [
+      ["true", true],
+      ["false", false],
+      ["1", true],
+      ["0", false],
+      ["yes", true],
+      ["no", false],
+      ["on", true],
+      ["off", false],
+    ] as const
+  ) {
+    spellings.push([word, value], [word.toUpperCase(), value]);
+    spellings.push([word[0].toUpperCase() + word.slice(1), value], [` ${word} `, value]);
+  }
+  spellings.push(["tRuE", true], ["fAlSe", false], ["yes # comment", true]);
+
+  for (const [raw, value] of spellings) {
+    it(`${JSON.stringify(raw)} reads ${value}`, () => {
+      assert.equal(RedisConfig.fromEnv({ REDIS_TLS: raw }).tls, value);
+      assert.equal(RedisConfig.fromEnv({ REDIS_RETRY_ON_TIMEOUT: raw }).retryOnTimeout, value);
+      assert.equal(ValkeyConfig.fromEnv({ VALKEY_TLS: raw }).tls, value);
+      assert.equal(readBackendSettings({ ENABLE_CACHE: raw }).enabled, value);
+    });
+  }
+});
+
+describe("malformed variables", () => {
+  for (const prefix of ["REDIS", "VALKEY"]) {
+    const read = prefix === "REDIS" ? RedisConfig.fromEnv : ValkeyConfig.fromEnv;
+    for (const [suffix, values] of Object.entries(MALFORMED)) {
+      for (const raw of values) {
+        const name = `${prefix}_${suffix}`;
+        it(`${name}=${JSON.stringify(raw)} throws naming ${name}`, () => {
+          const error = assertConfigError(() => read({ [name]: raw }), name, "expected");
+          assert.ok(error.message.includes(JSON.stringify(raw)), "the message shows the value");
+        });
+      }
+    }
+  }
+
+  it("integer errors explain the accepted form", () => {
+    assertConfigError(
+      () => RedisConfig.fromEnv({ REDIS_PORT: "abc" }),
+      "REDIS_PORT",
+      '"abc"',
+      "integer",
+      "1 to 65535",
+      "# comment",
+    );
+    assertConfigError(() => RedisConfig.fromEnv({ REDIS_DB: "x" }), "REDIS_DB", ">= 0");
+  });
+
+  it("boolean errors list the accepted words", () => {
+    assertConfigError(
+      () => RedisConfig.fromEnv({ REDIS_TLS: "maybe" }),
+      "REDIS_TLS",
+      "true/false",
+      "yes/no",
+      "on/off",
+    );
+  });
+
+  it("TTL errors mention none/null", () => {
+    assertConfigError(
+      () => RedisConfig.fromEnv({ REDIS_CACHE_TTL: "0" }),
+      "REDIS_CACHE_TTL",
+      "none",
+    );
+  });
+
+  it("names the VALKEY_* variable that was read, and the REDIS_* one on fallback", () => {
+    assertConfigError(
+      () => ValkeyConfig.fromEnv({ VALKEY_PORT: "x", REDIS_PORT: "1" }),
+      "VALKEY_PORT",
+    );
+    const error = assertConfigError(() => ValkeyConfig.fromEnv({ REDIS_PORT: "x" }), "REDIS_PORT");
+    assert.ok(!error.message.includes("VALKEY_PORT"));
+  });
+
+  it("does not read a malformed REDIS_* variable that a VALKEY_* one overrides", () => {
+    assert.equal(ValkeyConfig.fromEnv({ VALKEY_PORT: "6390", REDIS_PORT: "x" }).port, 6390);
+  });
+
+  it("never prints the password in an error", () => {
+    const env = {
+      REDIS_PASSWORD: "hunter2",
+      REDIS_URL: "redis://:hunter2@h:6379/1",
+      REDIS_PORT: "abc",
+    };
+    const error = assertConfigError(() => RedisConfig.fromEnv(env), "REDIS_PORT");
+    assert.ok(!error.message.includes("hunter2"));
+  });
+});
+
+describe("connection URLs", () => {
+  it("parses every part of redis://", () => {
+    const config = RedisConfig.fromEnv({ REDIS_URL: "redis://app:pw@cache.internal:6380/3" });
+    assert.deepEqual(fields(config), {
+      ...DEFAULTS,
+      host: "cache.internal",
+      port: 6380,
+      db: 3,
+      username: "app",
+      password: "pw",
+    });
+  });
+
+  it("rediss:// turns TLS on, redis:// keeps it off", () => {
+    assert.equal(RedisConfig.fromEnv({ REDIS_URL: "rediss://h" }).tls, true);
+    assert.equal(RedisConfig.fromEnv({ REDIS_URL: "redis://h" }).tls, false);
+    assert.equal(new RedisConfig({ url: "REDISS://h" }).tls, true);
+  });
+
+  it("accepts valkey:// and valkeys://", () => {
+    assert.equal(new RedisConfig({ url: "valkey://h:1/2" }).tls, false);
+    assert.equal(new RedisConfig({ url: "valkeys://h:1/2" }).tls, true);
+  });
+
+  it("percent-decodes the user name and password", () => {
+    const config = new RedisConfig({ url: "redis://us%40er:p%40ss%3Aw%2Fo%23rd%25@h" });
+    assert.equal(config.username, "us@er");
+    assert.equal(config.password, "p@ss:w/o#rd%");
+  });
+
+  it("reads a password without a user name, and a user name without a password", () => {
+    const withPassword = new RedisConfig({ url: "redis://:pw@h" });
+    assert.equal(withPassword.username, undefined);
+    assert.equal(withPassword.password, "pw");
+    const withUser = new RedisConfig({ url: "redis://app@h" });
+    assert.equal(withUser.username, "app");
+    assert.equal(withUser.password, undefined);
+  });
+
+  it("defaults port 6379 and db 0, and accepts a trailing slash", () => {
+    for (const url of ["redis://h", "redis://h/", "redis://h:6379/0"]) {
+      const config = new RedisConfig({ url });
+      assert.equal(config.host, "h");
+      assert.equal(config.port, 6379);
+      assert.equal(config.db, 0);
+    }
+  });
+
+  it("reads IPv4 and IPv6 hosts", () => {
+    assert.equal(new RedisConfig({ url: "redis://127.0.0.1:6380" }).host, "127.0.0.1");
+    const v6 = new RedisConfig({ url: "redis://[::1]:6380/1" });
+    assert.equal(v6.host, "::1");
+    assert.equal(v6.port, 6380);
+    assert.equal(String(v6), "RedisConfig(redis://[::1]:6380/1)");
+  });
+
+  it("trims surrounding spaces", () => {
+    assert.equal(RedisConfig.fromEnv({ REDIS_URL: "  redis://h:6390  " }).port, 6390);
+  });
+
+  const badUrls = [
+    "not a url",
+    "localhost:6379",
+    "http://h:6379",
+    "redis://h:99999",
+    "redis://h/abc",
+    "redis://h/1/2",
+    "redis://h/-1",
+    "redis://:%zz@h",
+  ];
+  for (const url of badUrls) {
+    it(`rejects ${JSON.stringify(url)} naming the variable and the form`, () => {
+      assertConfigError(() => RedisConfig.fromEnv({ REDIS_URL: url }), "REDIS_URL");
+      assertConfigError(() => ValkeyConfig.fromEnv({ VALKEY_URL: url }), "VALKEY_URL");
+      assertConfigError(() => new RedisConfig({ url }), "url");
+    });
+  }
+
+  it("never prints the URL's password in an error", () => {
+    for (const url of ["redis://:hunter2@h:99999", "http://:hunter2@h", "redis://:hunter2@h/x"]) {
+      const error = assertConfigError(() => RedisConfig.fromEnv({ REDIS_URL: url }), "REDIS_URL");
+      assert.ok(!error.message.includes("hunter2"), error.message);
+    }
+  });
+});
+
+describe("explicit variables beat the URL", () => {
+  it("for every part of the URL", () => {
+    const config = RedisConfig.fromEnv({
+      REDIS_URL: "rediss://u:p@url-host:6390/5",
+      REDIS_HOST: "var-host",
+      REDIS_PORT: "6391",
+      REDIS_DB: "6",
+      REDIS_USERNAME: "var-user",
+      REDIS_PASSWORD: "var-pw",
+      REDIS_TLS: "false",
+    });
+    assert.deepEqual(fields(config), {
+      ...DEFAULTS,
+      host: "var-host",
+      port: 6391,
+      db: 6,
+      username: "var-user",
+      password: "var-pw",
+      tls: false,
+    });
+  });
+
+  it("field by field", () => {
+    const url = "redis://u:p@url-host:6390/5";
+    assert.equal(RedisConfig.fromEnv({ REDIS_URL: url, REDIS_PORT: "7000" }).host, "url-host");
+    assert.equal(RedisConfig.fromEnv({ REDIS_URL: url, REDIS_PORT: "7000" }).port, 7000);
+    assert.equal(RedisConfig.fromEnv({ REDIS_URL: url, REDIS_PASSWORD: "x" }).password, "x");
+    assert.equal(RedisConfig.fromEnv({ REDIS_URL: url, REDIS_PASSWORD: "x" }).username, "u");
+    assert.equal(RedisConfig.fromEnv({ REDIS_URL: "redis://h", REDIS_TLS: "on" }).tls, true);
+  });
+
+  it("fields the URL does not carry come from their variables", () => {
+    const config = RedisConfig.fromEnv({ REDIS_URL: "redis://h", REDIS_CACHE_TTL: "5" });
+    assert.equal(config.ttl, 5);
+    assert.equal(config.maxConnections, 50);
+  });
+});
+
+describe("ValkeyConfig.fromEnv", () => {
+  it("returns a ValkeyConfig", () => {
+    const config: ValkeyConfig = ValkeyConfig.fromEnv({});
+    assert.ok(config instanceof ValkeyConfig);
+    assert.ok(config instanceof RedisConfig);
+    assert.match(String(config), /^ValkeyConfig\(/);
+  });
+
+  for (const { suffix, field, raw, value } of VARIABLES) {
+    it(`reads VALKEY_${suffix}`, () => {
+      const config = ValkeyConfig.fromEnv({ [`VALKEY_${suffix}`]: raw });
+      assert.deepEqual(fields(config), { ...DEFAULTS, [field]: value });
+    });
+
+    it(`falls back from VALKEY_${suffix} to REDIS_${suffix}`, () => {
+      const config = ValkeyConfig.fromEnv({ [`REDIS_${suffix}`]: raw });
+      assert.deepEqual(fields(config), { ...DEFAULTS, [field]: value });
+    });
+
+    it(`prefers VALKEY_${suffix} over REDIS_${suffix}`, () => {
+      const config = ValkeyConfig.fromEnv({
+        [`VALKEY_${suffix}`]: raw,
+        [`REDIS_${suffix}`]: OTHER[suffix],
+      });
+      assert.deepEqual(fields(config), { ...DEFAULTS, [field]: value });
+    });
+  }
+
+  it("looks up VALKEY_<X>, VALKEY_URL, REDIS_<X>, REDIS_URL, then the default", () => {
+    const redisUrl = "redis://r-user:r-pw@r-host:6001/1";
+    const valkeyUrl = "redis://v-user:v-pw@v-host:6002/2";
+    // REDIS_URL alone.
+    assert.equal(ValkeyConfig.fromEnv({ REDIS_URL: redisUrl }).host, "r-host");
+    // REDIS_<X> beats REDIS_URL.
+    assert.equal(ValkeyConfig.fromEnv({ REDIS_URL: redisUrl, REDIS_HOST: "rh" }).host, "rh");
+    // VALKEY_URL beats REDIS_<X>.
+    const env = {
+      REDIS_URL: redisUrl,
+      REDIS_HOST: "rh",
+      REDIS_PORT: "6003",
+      VALKEY_URL: valkeyUrl,
+    };
+    const fromUrl = ValkeyConfig.fromEnv(env);
+    assert.equal(fromUrl.host, "v-host");
+    assert.equal(fromUrl.port, 6002);
+    assert.equal(fromUrl.db, 2);
+    assert.equal(fromUrl.username, "v-user");
+    assert.equal(fromUrl.password, "v-pw");
+    // VALKEY_<X> beats VALKEY_URL.
+    assert.equal(ValkeyConfig.fromEnv({ ...env, VALKEY_HOST: "vh" }).host, "vh");
+    assert.equal(ValkeyConfig.fromEnv({ ...env, VALKEY_HOST: "vh" }).port, 6002);
+  });
+
+  it("a VALKEY_URL describes its whole endpoint", () => {
+    const config = ValkeyConfig.fromEnv({
+      VALKEY_URL: "redis://v-host",
+      REDIS_URL: "rediss://r-user:r-pw@r-host:6001/1",
+      REDIS_PORT: "6003",
+      REDIS_PASSWORD: "redis-only",
+    });
+    assert.equal(config.host, "v-host");
+    assert.equal(config.port, 6379);
+    assert.equal(config.db, 0);
+    assert.equal(config.username, undefined);
+    assert.equal(config.password, undefined);
+    assert.equal(config.tls, false);
+  });
+
+  it("fields no URL carries still fall back to REDIS_*", () => {
+    const config = ValkeyConfig.fromEnv({
+      VALKEY_URL: "redis://v-host",
+      REDIS_PREFIX: "shared:",
+      REDIS_CACHE_TTL: "none",
+      REDIS_MAX_CONNECTIONS: "8",
+    });
+    assert.equal(config.prefix, "shared:");
+    assert.equal(config.ttl, null);
+    assert.equal(config.maxConnections, 8);
+  });
+
+  it("empty VALKEY_* variables fall back to REDIS_*", () => {
+    const config = ValkeyConfig.fromEnv({ VALKEY_HOST: "", VALKEY_URL: "", REDIS_HOST: "r" });
+    assert.equal(config.host, "r");
+  });
+});
+
+describe("the password stays hidden", () => {
+  const configs = (): [string, RedisConfig][] => [
+    ["option", new RedisConfig({ username: "app", password: "hunter2" })],
+    ["url", new RedisConfig({ url: "rediss://app:hunter2@h:6380/1" })],
+    ["env", RedisConfig.fromEnv({ REDIS_PASSWORD: "hunter2" })],
+    ["env url", RedisConfig.fromEnv({ REDIS_URL: "redis://:hunter%32@h" })],
+    ["valkey", ValkeyConfig.fromEnv({ VALKEY_PASSWORD: "hunter2" })],
+  ];
+
+  for (const [label, config] of configs()) {
+    it(`from ${label}: kept, but not in String, JSON or inspect`, () => {
+      assert.equal(config.password, "hunter2");
+      assert.ok(!String(config).includes("hunter2"), String(config));
+      assert.ok(!`${config}`.includes("hunter2"));
+      assert.ok(!config.toString().includes("hunter2"));
+      const json = JSON.stringify(config);
+      assert.ok(!json.includes("hunter2"), json);
+      assert.equal(JSON.parse(json).password, "***");
+      assert.ok(!JSON.stringify({ nested: [config] }).includes("hunter2"));
+      const denoView = Deno.inspect(config);
+      assert.ok(!denoView.includes("hunter2"), denoView);
+      assert.ok(denoView.includes("***"));
+      assert.ok(!Deno.inspect({ nested: config }, { depth: 10 }).includes("hunter2"));
+      const nodeView = inspect(config);
+      assert.ok(!nodeView.includes("hunter2"), nodeView);
+      assert.ok(nodeView.includes("***"));
+      assert.ok(!inspect(config, { showHidden: true, depth: 10 }).includes("hunter2"));
+      assert.ok(!inspect({ nested: config }).includes("hunter2"));
+      assert.ok(!Object.keys(config).includes("password"));
+      assert.ok(!JSON.stringify({ ...config }).includes("hunter2"));
+      assert.ok(!Object.values(config).includes("hunter2"));
+    });
+  }
+
+  it("the views show the other fields", () => {
+    const config = new RedisConfig({ host: "h.example", password: "hunter2", db: 2 });
+    assert.equal(String(config), "RedisConfig(redis://:***@h.example:6379/2)");
+    assert.match(Deno.inspect(config), /^RedisConfig \{/);
+    assert.match(Deno.inspect(config), /h\.example/);
+    assert.match(inspect(config), /^RedisConfig \{/);
+    assert.deepEqual(JSON.parse(JSON.stringify(config)), {
+      host: "h.example",
+      port: 6379,
+      db: 2,
+      password: "***",
+      maxConnections: 50,
+      retryOnTimeout: true,
+      timeout: 4,
+      ttl: 3600,
+      prefix: "cache:",
+      tls: false,
+    });
+  });
+
+  it("shows no password marker when none is set", () => {
+    const config = new RedisConfig({ username: "app", tls: true });
+    assert.equal(String(config), "RedisConfig(rediss://app@localhost:6379/0)");
+    assert.equal(config.toJSON().password, undefined);
+    assert.equal(String(new RedisConfig()), "RedisConfig(redis://localhost:6379/0)");
+  });
+});
+
+describe("readBackendSettings", () => {
+  it("defaults to auto, enabled, not explicit", () => {
+    assert.deepEqual(readBackendSettings({}), { backend: "auto", enabled: true, explicit: false });
+    assert.deepEqual(readBackendSettings({ CACHE_BACKEND: "", ENABLE_CACHE: "" }), {
+      backend: "auto",
+      enabled: true,
+      explicit: false,
+    });
+  });
+
+  const names: BackendName[] = ["redis", "valkey", "memory", "auto"];
+  for (const name of names) {
+    for (const raw of [name, name.toUpperCase(), ` ${name}\n`]) {
+      it(`CACHE_BACKEND=${JSON.stringify(raw)} selects ${name}`, () => {
+        assert.deepEqual(readBackendSettings({ CACHE_BACKEND: raw }), {
+          backend: name,
+          enabled: true,
+          explicit: true,
+        });
+      });
+    }
+  }
+
+  for (const raw of ["memcached", "redis-cluster", "  ", "valkey,redis"]) {
+    it(`CACHE_BACKEND=${JSON.stringify(raw)} throws naming the allowed values`, () => {
+      assertConfigError(
+        () => readBackendSettings({ CACHE_BACKEND: raw }),
+        "CACHE_BACKEND",
+        "redis",
+        "valkey",
+        "memory",
+        "auto",
+      );
+    });
+  }
+
+  it("ENABLE_CACHE=false disables caching", () => {
+    assert.equal(readBackendSettings({ ENABLE_CACHE: "false" }).enabled, false);
+    assert.equal(
+      readBackendSettings({ ENABLE_CACHE: "FALSE", CACHE_BACKEND: "redis" }).enabled,
+      false,
+    );
+  });
+
+  for (const raw of ["maybe", "disabled", "2"]) {
+    it(`ENABLE_CACHE=${JSON.stringify(raw)} throws naming ENABLE_CACHE`, () => {
+      assertConfigError(
+        () => readBackendSettings({ ENABLE_CACHE: raw }),
+        "ENABLE_CACHE",
+        JSON.stringify(raw),
+        "true/false",
+      );
+    });
+  }
+});
+
+describe("hasValkeyEnv", () => {
+  it("is false without VALKEY_* settings", () => {
+    assert.equal(hasValkeyEnv({}), false);
+    assert.equal(hasValkeyEnv({ REDIS_HOST: "h", REDIS_URL: "redis://h" }), false);
+    assert.equal(hasValkeyEnv({ VALKEY_HOST: "", VALKEY_URL: "" }), false);
+  });
+
+  it("is true for VALKEY_URL and each VALKEY_<X>", () => {
+    assert.equal(hasValkeyEnv({ VALKEY_URL: "redis://h" }), true);
+    for (const { suffix, raw } of VARIABLES) {
+      assert.equal(hasValkeyEnv({ [`VALKEY_${suffix}`]: raw }), true, `VALKEY_${suffix}`);
+    }
+  });
+
+  it("ignores VALKEY_* names this library does not read", () => {
+    assert.equal(hasValkeyEnv({ VALKEY_EXTRA_FLAGS: "--save ''" }), false);
+  });
+});

@@ -1,0 +1,571 @@
+/**
+ * Test harness: starts throw-away redis-server / valkey-server processes on free loopback ports
+ * and drives them (kill, restart, pause, resume, redis-cli).
+ *
+ * Runs unchanged under Deno and Node 20: only `node:` modules, no `Deno.*` APIs.
+ *
+ * Set `REDIS_URL` / `VALKEY_URL` to point the tests at an existing server instead; such a handle
+ * is `external` and cannot be killed, restarted, paused or resumed.
+ */
+
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { rmSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { connect, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { setTimeout as delay } from "node:timers/promises";
+
+/** The server implementations the harness can start. */
+export type ServerKind = "redis" | "valkey";
+
+/** Every server kind, in the order the suites run them. */
+export const SERVER_KINDS: readonly ServerKind[] = ["redis", "valkey"];
+
+/** Options of {@link startServer}. */
+export interface StartOptions {
+  /** Extra server arguments, appended last (e.g. `["--maxmemory", "10mb"]`). */
+  args?: string[];
+  /** Sets `--requirepass`; the handle's `url` and `cli` then carry it. */
+  password?: string;
+  /** A fixed port (e.g. one from {@link freePort}); by default a free port is picked. */
+  port?: number;
+}
+
+/** A running (or killed, restartable) server process, or an external server. */
+export interface TestServer {
+  /** Which implementation this is. */
+  readonly kind: ServerKind;
+  /** Host to connect to: `"127.0.0.1"` for started servers. */
+  readonly host: string;
+  /** TCP port. */
+  readonly port: number;
+  /** `redis://127.0.0.1:PORT`, with `:password@` when a password is set. */
+  readonly url: string;
+  /** True when `REDIS_URL` / `VALKEY_URL` pointed at an existing server. */
+  readonly external: boolean;
+  /** The server's process id, `undefined` when external or not running. */
+  readonly pid: number | undefined;
+  /** SIGKILLs the server and waits for it to exit; port and data dir are kept for `restart()`. */
+  kill(): Promise<void>;
+  /** Starts the server again on the same port (killing it first if running); waits for PING. */
+  restart(): Promise<void>;
+  /** Freezes the server (SIGSTOP): connections are accepted but never answered. */
+  pause(): void;
+  /** Thaws a paused server (SIGCONT). */
+  resume(): void;
+  /**
+   * Runs `redis-cli` / `valkey-cli` against the server with `args`; resolves to its trimmed
+   * stdout, rejects on a non-zero exit (connection refused, error reply, 10 s timeout).
+   */
+  cli(...args: string[]): Promise<string>;
+  /** SIGTERM (SIGKILL after 3 s), waits for exit, removes the temp dir. Idempotent. */
+  stop(): Promise<void>;
+  /** Same as `stop()`, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+const HOST = "127.0.0.1";
+const READY_TIMEOUT_MS = 10_000;
+const STOP_GRACE_MS = 3_000;
+const CLI_TIMEOUT_MS = 10_000;
+const START_ATTEMPTS = 5;
+
+/** Every server process the harness started that has not exited yet. */
+const live = new Set<Proc>();
+/** Temp dirs not yet removed, for the exit handler. */
+const liveDirs = new Set<string>();
+let exitHookInstalled = false;
+
+/**
+ * Kills every server still running when the test process ends. Node emits process 'exit'; the
+ * `deno test` runner does not, but dispatches the web `unload` event (absent from Node 20).
+ */
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  const cleanup = () => {
+    for (const proc of live) proc.signal("SIGKILL");
+    for (const dir of liveDirs) {
+      try {
+        rmSync(dir, { recursive: true, force: true });
+      } catch {
+        // best effort
+      }
+    }
+  };
+  process.on("exit", cleanup);
+  const target = globalThis as { addEventListener?: (type: string, fn: () => void) => void };
+  if (typeof target.addEventListener === "function") target.addEventListener("unload", cleanup);
+}
+
+/** A free TCP port on 127.0.0.1 (listen on port 0, read the port, close). Never 6379. */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const server = createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(0, HOST, () => resolve());
+    });
+    const address = server.address();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (address && typeof address === "object" && address.port !== 6379) return address.port;
+  }
+}
+
+/** Starts a server of `kind` (or returns a handle for `REDIS_URL` / `VALKEY_URL` when set). */
+export async function startServer(
+  kind: ServerKind,
+  options: StartOptions = {},
+): Promise<TestServer> {
+  const envUrl = process.env[kind === "redis" ? "REDIS_URL" : "VALKEY_URL"];
+  if (envUrl) return new ExternalServer(kind, envUrl);
+  const dir = await mkdtemp(join(tmpdir(), `cache-test-${kind}-`));
+  liveDirs.add(dir);
+  try {
+    if (options.port !== undefined) {
+      if (options.port === 6379) throw new Error("harness: refusing to use port 6379");
+      const server = new SpawnedServer(kind, options.port, dir, options);
+      await server.start(false);
+      return server;
+    }
+    let lastError: unknown;
+    for (let attempt = 0; attempt < START_ATTEMPTS; attempt++) {
+      const server = new SpawnedServer(kind, await freePort(), dir, options);
+      try {
+        await server.start(false);
+        return server;
+      } catch (error) {
+        if (!(error instanceof BindError)) throw error;
+        lastError = error;
+      }
+    }
+    throw new Error(`harness: ${kind}-server could not bind after ${START_ATTEMPTS} attempts`, {
+      cause: lastError,
+    });
+  } catch (error) {
+    liveDirs.delete(dir);
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** The server exited because its port was taken. */
+class BindError extends Error {}
+
+function redisUrl(host: string, port: number, password: string | undefined): string {
+  const auth = password === undefined ? "" : `:${encodeURIComponent(password)}@`;
+  return `redis://${auth}${host}:${port}`;
+}
+
+function runCli(
+  kind: ServerKind,
+  connArgs: string[],
+  args: string[],
+): Promise<string> {
+  const bin = `${kind}-cli`;
+  return new Promise((resolve, reject) => {
+    execFile(
+      bin,
+      [...connArgs, ...args],
+      { timeout: CLI_TIMEOUT_MS, killSignal: "SIGKILL", maxBuffer: 256 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        if (error) {
+          const code = (error as NodeJS.ErrnoException).code;
+          const hint = code === "ENOENT" ? " (run `bash scripts/install_servers.sh`)" : "";
+          reject(
+            new Error(
+              `harness: ${bin} ${args.join(" ")} failed${hint}: ${error.message}\n` +
+                `${String(stdout)}${String(stderr)}`.trim(),
+              { cause: error },
+            ),
+          );
+        } else {
+          resolve(String(stdout).trim());
+        }
+      },
+    );
+  });
+}
+
+/**
+ * Sends PING and INFO server (after AUTH when `password` is set) on a raw socket. `ok` when the
+ * server answers `+PONG` and, if `pid` is given, reports that process id (so a foreign server
+ * that won a port race is not taken for ours).
+ */
+function pingOnce(
+  port: number,
+  password: string | undefined,
+  pid: number | undefined,
+  timeoutMs: number,
+): Promise<{ ok: boolean; reply: string }> {
+  return new Promise((resolve) => {
+    let reply = "";
+    let settled = false;
+    const socket = connect({ host: HOST, port });
+    const finish = (ok: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ ok, reply: reply.slice(0, 200) });
+    };
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    socket.setEncoding("utf8");
+    socket.on("connect", () => {
+      const auth = password === undefined ? "" : respCommand("AUTH", password);
+      socket.write(`${auth}PING\r\nINFO server\r\n`);
+    });
+    socket.on("data", (chunk: string) => {
+      reply += chunk;
+      const pong = reply.indexOf("+PONG\r\n");
+      if (pong < 0) {
+        if (/^-.*\r\n/m.test(reply)) finish(false); // LOADING, NOAUTH, WRONGPASS ...: try again
+        return;
+      }
+      const info = reply.slice(pong + 7);
+      if (/^-.*\r\n/.test(info)) return finish(true); // INFO renamed away: cannot check the pid
+      const match = info.match(/process_id:(\d+)\r\n/);
+      if (match) finish(pid === undefined || Number(match[1]) === pid);
+    });
+    socket.on("error", () => finish(false));
+    socket.on("close", () => finish(false));
+  });
+}
+
+function respCommand(...parts: string[]): string {
+  let out = `*${parts.length}\r\n`;
+  for (const part of parts) out += `$${new TextEncoder().encode(part).length}\r\n${part}\r\n`;
+  return out;
+}
+
+/**
+ * A spawned server process. Exit is tracked from the 'exit' event alone: Deno's child_process
+ * sets `signalCode` as soon as `kill()` is called, so that field cannot tell whether it exited.
+ */
+class Proc {
+  readonly child: ChildProcess;
+  readonly pid: number | undefined;
+  /** Resolves on the 'exit' event. */
+  readonly exited: Promise<void>;
+  running = true;
+  status = "running";
+  /** Set when the process could not be spawned at all (e.g. ENOENT). */
+  spawnError: Error | undefined;
+
+  constructor(child: ChildProcess) {
+    this.child = child;
+    this.pid = child.pid;
+    live.add(this);
+    child.once("error", (error) => {
+      this.spawnError = error;
+      if (this.pid === undefined) {
+        this.running = false;
+        live.delete(this);
+      }
+    });
+    this.exited = new Promise((resolve) => {
+      child.once("exit", (code, signal) => {
+        this.running = false;
+        this.status = signal ? `killed by ${signal}` : `exit code ${code}`;
+        live.delete(this);
+        resolve();
+      });
+    });
+  }
+
+  /** Sends `signal` via process.kill (so Deno's ChildProcess bookkeeping is left alone). */
+  signal(signal: NodeJS.Signals): void {
+    if (!this.running || this.pid === undefined) return;
+    try {
+      process.kill(this.pid, signal);
+    } catch {
+      // exited in between
+    }
+  }
+
+  /** SIGKILLs the process and waits for its exit. */
+  async kill(): Promise<void> {
+    if (!this.running) return;
+    this.child.ref(); // keep the event loop alive until the exit is seen
+    this.signal("SIGKILL");
+    await this.exited;
+  }
+}
+
+class SpawnedServer implements TestServer {
+  readonly kind: ServerKind;
+  readonly host = HOST;
+  readonly port: number;
+  readonly url: string;
+  readonly external = false;
+  readonly #dir: string;
+  readonly #options: StartOptions;
+  #proc: Proc | undefined;
+  #stopped: Promise<void> | undefined;
+
+  constructor(kind: ServerKind, port: number, dir: string, options: StartOptions) {
+    this.kind = kind;
+    this.port = port;
+    this.#dir = dir;
+    this.#options = options;
+    this.url = redisUrl(HOST, port, options.password);
+  }
+
+  get pid(): number | undefined {
+    return this.#proc?.running ? this.#proc.pid : undefined;
+  }
+
+  #logPath(): string {
+    return join(this.#dir, "server.log");
+  }
+
+  #args(): string[] {
+    const args = [
+      "--port",
+      String(this.port),
+      "--bind",
+      HOST,
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      this.#dir,
+      "--daemonize",
+      "no",
+      "--protected-mode",
+      "no",
+      "--loglevel",
+      "warning",
+      "--logfile",
+      this.#logPath(),
+    ];
+    if (this.#options.password !== undefined) args.push("--requirepass", this.#options.password);
+    args.push(...(this.#options.args ?? []));
+    return args;
+  }
+
+  /**
+   * Spawns the server and waits for PING. A server that dies because its port is taken throws
+   * a BindError when `retryBind` is false; with `retryBind` it is spawned again until the
+   * deadline (restart on the same port).
+   */
+  async start(retryBind: boolean): Promise<void> {
+    installExitHook();
+    const bin = `${this.kind}-server`;
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    for (;;) {
+      const output: string[] = [];
+      // Piped only until ready: config errors are printed before --logfile is in effect.
+      const child = spawn(bin, this.#args(), { stdio: ["ignore", "pipe", "pipe"] });
+      const proc = new Proc(child);
+      child.stdout?.setEncoding("utf8").on("data", (s: string) => output.push(s));
+      child.stderr?.setEncoding("utf8").on("data", (s: string) => output.push(s));
+      let outcome: "ready" | "exited" | "timeout" | Error = "timeout";
+      let lastReply = "";
+      // Every ping and pause is awaited in full, so a failed start leaves no socket or timer.
+      while (Date.now() < deadline) {
+        const result = await pingOnce(this.port, this.#options.password, proc.pid, 500);
+        lastReply = result.reply;
+        if (result.ok && proc.running) {
+          outcome = "ready";
+          break;
+        }
+        if (proc.spawnError) {
+          outcome = proc.spawnError;
+          break;
+        }
+        if (!proc.running) {
+          outcome = "exited";
+          break;
+        }
+        await delay(25);
+      }
+      if (outcome instanceof Error) {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        const code = (outcome as NodeJS.ErrnoException).code;
+        if (code === "ENOENT") {
+          throw new Error(
+            `harness: ${bin} not found on PATH; run \`bash scripts/install_servers.sh\``,
+          );
+        }
+        throw new Error(`harness: could not spawn ${bin}: ${outcome.message}`, { cause: outcome });
+      }
+      if (outcome === "ready") {
+        // Let go of the pipes so nothing keeps the test process (or a sanitizer) busy; later
+        // logs go to server.log in the temp dir.
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        child.unref();
+        this.#proc = proc;
+        return;
+      }
+      if (outcome === "timeout") {
+        await proc.kill();
+      }
+      // Give the pipes a moment to deliver the last words.
+      await delay(20);
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+      const tail = await this.#tail(output.join(""));
+      const bindFailure = /address already in use|could not create server tcp listening socket/i
+        .test(tail);
+      if (outcome === "exited" && bindFailure) {
+        if (retryBind && Date.now() < deadline) {
+          await delay(100);
+          continue;
+        }
+        throw new BindError(`harness: ${bin} could not bind port ${this.port}:\n${tail}`);
+      }
+      const why = outcome === "exited"
+        ? `exited (${proc.status}) before answering PING`
+        : `did not answer PING within ${READY_TIMEOUT_MS} ms (last reply ${
+          JSON.stringify(lastReply)
+        })`;
+      throw new Error(`harness: ${bin} on port ${this.port} ${why}:\n${tail}`);
+    }
+  }
+
+  async #tail(output: string): Promise<string> {
+    let log = "";
+    try {
+      log = await readFile(this.#logPath(), "utf8");
+    } catch {
+      // no log yet
+    }
+    const lines = `${output}\n${log}`.split("\n").filter((l) => l.trim() !== "");
+    return lines.slice(-30).join("\n") || "(no output)";
+  }
+
+  #assertNotStopped(what: string): void {
+    if (this.#stopped) throw new Error(`harness: ${what}() after stop()`);
+  }
+
+  async kill(): Promise<void> {
+    this.#assertNotStopped("kill");
+    await this.#proc?.kill();
+  }
+
+  async restart(): Promise<void> {
+    this.#assertNotStopped("restart");
+    await this.#proc?.kill();
+    await this.start(true);
+  }
+
+  pause(): void {
+    this.#assertNotStopped("pause");
+    this.#signal("SIGSTOP");
+  }
+
+  resume(): void {
+    this.#assertNotStopped("resume");
+    this.#signal("SIGCONT");
+  }
+
+  #signal(signal: NodeJS.Signals): void {
+    if (!this.#proc?.running) throw new Error(`harness: ${this.kind}-server is not running`);
+    this.#proc.signal(signal);
+  }
+
+  cli(...args: string[]): Promise<string> {
+    const conn = ["-h", this.host, "-p", String(this.port)];
+    if (this.#options.password !== undefined) {
+      conn.push("-a", this.#options.password, "--no-auth-warning");
+    }
+    return runCli(this.kind, conn, args);
+  }
+
+  stop(): Promise<void> {
+    this.#stopped ??= this.#stop();
+    return this.#stopped;
+  }
+
+  async #stop(): Promise<void> {
+    const proc = this.#proc;
+    if (proc?.running) {
+      proc.child.ref(); // keep the event loop alive until the exit is seen
+      proc.signal("SIGTERM");
+      proc.signal("SIGCONT"); // a paused server only acts on SIGTERM once it runs again
+      const ac = new AbortController();
+      const forced = delay(STOP_GRACE_MS, undefined, { signal: ac.signal }).then(
+        () => proc.signal("SIGKILL"),
+        () => {},
+      );
+      await proc.exited;
+      ac.abort();
+      await forced;
+    }
+    liveDirs.delete(this.#dir);
+    await rm(this.#dir, { recursive: true, force: true });
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+}
+
+class ExternalServer implements TestServer {
+  readonly kind: ServerKind;
+  readonly host: string;
+  readonly port: number;
+  readonly url: string;
+  readonly external = true;
+  readonly pid = undefined;
+  readonly #connArgs: string[];
+
+  constructor(kind: ServerKind, url: string) {
+    const parsed = new URL(url);
+    this.kind = kind;
+    this.url = url;
+    this.host = parsed.hostname.replace(/^\[(.*)\]$/, "$1") || HOST;
+    this.port = parsed.port ? Number(parsed.port) : 6379;
+    const conn = ["-h", this.host, "-p", String(this.port)];
+    const user = decodeURIComponent(parsed.username);
+    const password = decodeURIComponent(parsed.password);
+    if (user && user !== "default") conn.push("--user", user);
+    if (password) conn.push("-a", password, "--no-auth-warning");
+    const db = parsed.pathname.replace(/^\//, "");
+    if (/^\d+$/.test(db)) conn.push("-n", db);
+    if (parsed.protocol === "rediss:") conn.push("--tls");
+    this.#connArgs = conn;
+  }
+
+  #refusal(what: string): Error {
+    const env = this.kind === "redis" ? "REDIS_URL" : "VALKEY_URL";
+    return new Error(
+      `harness: ${what}() needs a server the harness started, but ${env} points at an ` +
+        `external server; unset ${env} to run this test`,
+    );
+  }
+
+  kill(): Promise<void> {
+    return Promise.reject(this.#refusal("kill"));
+  }
+
+  restart(): Promise<void> {
+    return Promise.reject(this.#refusal("restart"));
+  }
+
+  pause(): void {
+    throw this.#refusal("pause");
+  }
+
+  resume(): void {
+    throw this.#refusal("resume");
+  }
+
+  cli(...args: string[]): Promise<string> {
+    return runCli(this.kind, this.#connArgs, args);
+  }
+
+  stop(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * Key layout: canonical JSON byte-identical to Python's `json.dumps(input, sort_keys=True)`,
+ * checked against vectors computed by the Python original, plus the rejections and helpers.
+ */
+
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { describe, it } from "node:test";
+import { CacheInputError } from "../src/errors.ts";
+import {
+  canonicalJson,
+  entryKey,
+  globEscape,
+  hashInput,
+  normalizeCompanyId,
+  registryKey,
+} from "../src/keys.ts";
+import { sha256Hex } from "../src/runtime.ts";
+
+interface VectorRow {
+  prefix: string;
+  name: string;
+  companyId: string | null;
+  input: unknown;
+  canonical: string;
+  key: string;
+}
+
+describe("Python vectors", () => {
+  it("gives every row's canonical JSON and key", async () => {
+    const url = new URL("../../shared/vectors/python_keys.json", import.meta.url);
+    const rows: VectorRow[] = JSON.parse(await readFile(url, "utf8"));
+    assert.ok(rows.length > 50, `expected the full vector file, got ${rows.length} rows`);
+    rows.forEach((row, i) => {
+      assert.equal(canonicalJson(row.input), row.canonical, `row ${i}: canonical JSON`);
+      const key = entryKey(row.prefix, row.name, hashInput(row.input), row.companyId ?? undefined);
+      assert.equal(key, row.key, `row ${i}: key`);
+    });
+  });
+});
+
+describe("canonicalJson", () => {
+  it("uses Python's separators and sorts keys recursively", () => {
+    assert.equal(
+      canonicalJson({ z: { b: 1, a: [true, null] }, a: "x" }),
+      '{"a": "x", "z": {"a": [true, null], "b": 1}}',
+    );
+    assert.equal(canonicalJson([]), "[]");
+    assert.equal(canonicalJson({}), "{}");
+  });
+
+  it("sorts keys by code point, not UTF-16 code unit", () => {
+    // UTF-16 order would put U+1F600 (a surrogate pair, 0xD83D...) before U+FFFF.
+    assert.equal(
+      canonicalJson({ "\u{1F600}": 1, "\uffff": 2, "\ue000": 3, a: 4 }),
+      '{"a": 4, "\\ue000": 3, "\\uffff": 2, "\\ud83d\\ude00": 1}',
+    );
+    // An astral character sorts above a lone high surrogate followed by U+FFFF.
+    assert.equal(
+      canonicalJson({ "\ud83d\uffff": 1, "\u{1F600}": 2 }),
+      '{"\\ud83d\\uffff": 1, "\\ud83d\\ude00": 2}',
+    );
+  });
+
+  it("escapes like ensure_ascii and leaves / alone", () => {
+    assert.equal(
+      canonicalJson('a"b\\c/d\n\r\t\b\f\u0000\u007f\u00e9\u2028\u{1F600}\ud800'),
+      '"a\\"b\\\\c/d\\n\\r\\t\\b\\f\\u0000\\u007f\\u00e9\\u2028\\ud83d\\ude00\\ud800"',
+    );
+    assert.equal(canonicalJson(" ~plain"), '" ~plain"');
+  });
+
+  it("writes -0 as 0 and safe integers as integers", () => {
+    assert.equal(canonicalJson(-0), "0");
+    assert.equal(canonicalJson([0, -0, 42, -7]), "[0, 0, 42, -7]");
+    assert.equal(canonicalJson(Number.MAX_SAFE_INTEGER), "9007199254740991");
+    assert.equal(canonicalJson(-Number.MAX_SAFE_INTEGER), "-9007199254740991");
+  });
+
+  it("writes integers beyond 2^53-1 as Python's repr(float)", () => {
+    assert.equal(canonicalJson(2 ** 53), "9007199254740992.0");
+    assert.equal(canonicalJson(-(2 ** 53)), "-9007199254740992.0");
+    assert.equal(canonicalJson(1e16), "1e+16");
+    assert.equal(canonicalJson(2 ** 60), "1.152921504606847e+18");
+    assert.equal(canonicalJson(1e22), "1e+22");
+    assert.equal(canonicalJson(1.7976931348623157e308), "1.7976931348623157e+308");
+  });
+
+  it("writes other floats as Python's repr(float)", () => {
+    assert.equal(canonicalJson(0.1), "0.1");
+    assert.equal(canonicalJson(-2.25), "-2.25");
+    assert.equal(canonicalJson(123456.789), "123456.789");
+    assert.equal(canonicalJson(0.0001), "0.0001");
+    assert.equal(canonicalJson(1.5e-5), "1.5e-05");
+    assert.equal(canonicalJson(1e-7), "1e-07");
+    assert.equal(canonicalJson(5e-324), "5e-324");
+    assert.equal(canonicalJson(1e15 + 0.5), "1000000000000000.5");
+  });
+
+  it("replaces values by their toJSON result, passing the key", () => {
+    const when = new Date("2026-11-25T08:00:00.000Z");
+    assert.equal(canonicalJson({ when }), '{"when": "2026-11-25T08:00:00.000Z"}');
+    const seen: string[] = [];
+    const custom = {
+      toJSON(key: string) {
+        seen.push(key);
+        return { b: 1, a: [key] };
+      },
+    };
+    assert.equal(canonicalJson([custom]), '[{"a": ["0"], "b": 1}]');
+    assert.deepEqual(seen, ["0"]);
+    // toJSON is applied once: returning `this` does not recurse forever.
+    class Self {
+      x = 1;
+      toJSON() {
+        return this;
+      }
+    }
+    assert.throws(() => canonicalJson(new Self()), CacheInputError);
+  });
+
+  it("accepts null-prototype objects and shared (non-circular) references", () => {
+    const bare = Object.create(null);
+    bare.b = 2;
+    bare.a = 1;
+    assert.equal(canonicalJson(bare), '{"a": 1, "b": 2}');
+    const shared = { v: 1 };
+    assert.equal(canonicalJson([shared, shared]), '[{"v": 1}, {"v": 1}]');
+  });
+});
+
+describe("canonicalJson rejections", () => {
+  const circular: Record<string, unknown> = { a: { b: [] } };
+  (circular.a as Record<string, unknown[]>).b.push(circular);
+  class Point {
+    constructor(public x: number) {}
+  }
+  const cases: [string, unknown, RegExp][] = [
+    ["undefined at the root", undefined, /undefined at input: /],
+    ["an undefined property", { a: [1, { b: undefined }] }, /undefined at input\.a\[1\]\.b: /],
+    ["an array hole", [1, , 2], /undefined at input\[1\]/],
+    ["a function", { f: () => 1 }, /function at input\.f: /],
+    ["a symbol", [Symbol("s")], /symbol at input\[0\]: /],
+    ["a BigInt", { n: 1n }, /BigInt at input\.n: /],
+    ["NaN", { x: NaN }, /NaN at input\.x: /],
+    ["Infinity", [Infinity], /Infinity at input\[0\]: /],
+    ["-Infinity", -Infinity, /-Infinity at input: /],
+    ["a circular reference", circular, /circular reference at input\.a\.b\[0\]: /],
+    ["a Map", { m: new Map() }, /Map at input\.m: /],
+    ["a Set", new Set([1]), /Set at input: /],
+    ["a class instance", { "odd key": new Point(1) }, /Point at input\["odd key"\]: /],
+    ["a RegExp", /x/, /RegExp at input: /],
+    ["a toJSON returning undefined", { toJSON: () => undefined }, /undefined at input: /],
+  ];
+  for (const [label, input, message] of cases) {
+    it(`rejects ${label}`, () => {
+      assert.throws(() => canonicalJson(input), (error: unknown) => {
+        assert.ok(error instanceof CacheInputError, `expected CacheInputError, got ${error}`);
+        assert.match(error.message, message);
+        return true;
+      });
+      assert.throws(() => hashInput(input), CacheInputError);
+    });
+  }
+});
+
+describe("hashInput", () => {
+  it("is the SHA-256 of the canonical JSON", () => {
+    const input = { user_id: 123, query: "expensive operation", page: 2 };
+    assert.equal(
+      hashInput(input),
+      sha256Hex('{"page": 2, "query": "expensive operation", "user_id": 123}'),
+    );
+    assert.equal(hashInput("abc"), sha256Hex('"abc"'));
+    assert.notEqual(hashInput({ a: 1 }), hashInput({ a: "1" }));
+  });
+});
+
+describe("normalizeCompanyId", () => {
+  it("keeps undefined as the global scope", () => {
+    assert.equal(normalizeCompanyId(undefined), undefined);
+  });
+
+  it("accepts non-empty strings as they are and safe integers as decimal text", () => {
+    assert.equal(normalizeCompanyId("acme"), "acme");
+    assert.equal(normalizeCompanyId(" a:b*{ü} "), " a:b*{ü} ");
+    assert.equal(normalizeCompanyId(0), "0");
+    assert.equal(normalizeCompanyId(-0), "0");
+    assert.equal(normalizeCompanyId(123), "123");
+    assert.equal(normalizeCompanyId(-5), "-5");
+  });
+
+  const bad: [string, unknown][] = [
+    ["an empty string", ""],
+    ["null", null],
+    ["a fraction", 1.5],
+    ["NaN", NaN],
+    ["Infinity", Infinity],
+    ["an unsafe integer", 2 ** 53],
+    ["a boolean", true],
+    ["an object", {}],
+    ["an array", ["a"]],
+    ["a BigInt", 1n],
+  ];
+  for (const [label, companyId] of bad) {
+    it(`rejects ${label}`, () => {
+      assert.throws(() => normalizeCompanyId(companyId), (error: unknown) => {
+        assert.ok(error instanceof CacheInputError);
+        assert.match(error.message, /non-empty string or an integer/);
+        assert.match(error.message, /global scope, omit it/);
+        return true;
+      });
+    });
+  }
+});
+
+describe("entryKey and registryKey", () => {
+  it("lays out global and tenant keys", () => {
+    assert.equal(entryKey("cache:", "", "h"), "cache::h");
+    assert.equal(entryKey("app:", "users", "h"), "app:users:h");
+    assert.equal(entryKey("app:", "users", "h", "acme"), "app:tenant:acme:users:h");
+    assert.equal(entryKey("cache:", "", "h", "0"), "cache:tenant:0::h");
+  });
+
+  it("names one registry per tenant and one global", () => {
+    assert.equal(registryKey("cache:"), "cache:registry:global");
+    assert.equal(registryKey("cache:", undefined), "cache:registry:global");
+    assert.equal(registryKey("app:", "acme"), "app:registry:tenant:acme");
+    assert.equal(registryKey("app:", "a:b"), "app:registry:tenant:a:b");
+  });
+});
+
+describe("globEscape", () => {
+  it("escapes every glob metacharacter with a backslash", () => {
+    assert.equal(globEscape("a*b?[c]\\^d"), "a\\*b\\?\\[c\\]\\\\\\^d");
+    assert.equal(globEscape("cache:"), "cache:");
+    assert.equal(globEscape(""), "");
+  });
+
+  it("round-trips: removing the escapes gives the text back", () => {
+    for (const text of ["a*b?[c]\\", "\\\\**", "[^a-z]", "plain:prefix:"]) {
+      const escaped = globEscape(text);
+      assert.equal(escaped.replace(/\\(.)/gs, "$1"), text);
+      // Outside an escape pair no metacharacter is left for Redis to interpret.
+      assert.doesNotMatch(escaped.replace(/\\./gs, ""), /[*?[\]\\^]/);
+    }
+  });
+});
