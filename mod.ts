@@ -44,7 +44,12 @@ export {
 export { RedisCache } from "./src/redis.ts";
 export { ValkeyCache } from "./src/valkey.ts";
 export { MemoryCache, type MemoryCacheOptions } from "./src/memory.ts";
-export { type RedisCacheOptions, RedisProtocolCache } from "./src/provider.ts";
+export {
+  type ClientConstructor,
+  type ProtocolClient,
+  type RedisCacheOptions,
+  RedisProtocolCache,
+} from "./src/provider.ts";
 export {
   type BackendName,
   hasValkeyEnv,
@@ -62,4 +67,5 @@ export {
 } from "./src/errors.ts";
 export type { CacheBackend, EntryOptions, SetOptions } from "./src/types.ts";
 export type { CacheLogger } from "./src/log.ts";
+export type { ScriptClient } from "./src/scripts.ts";
 export type { EnvRecord } from "./src/runtime.ts";

@@ -17,6 +17,8 @@
  */
 export class CacheError extends Error {
   /**
+   * Creates the error.
+   *
    * @param message What went wrong and what to do about it.
    * @param options Standard error options; `cause` is kept.
    */
@@ -41,6 +43,8 @@ export class CacheError extends Error {
  */
 export class CacheInputError extends CacheError {
   /**
+   * Creates the error.
+   *
    * @param message What was wrong with the input and how to fix it.
    * @param options Standard error options; `cause` is kept.
    */
@@ -66,6 +70,8 @@ export class CacheInputError extends CacheError {
  */
 export class CacheSerializationError extends CacheInputError {
   /**
+   * Creates the error.
+   *
    * @param message What could not be serialized and how to fix it.
    * @param options Standard error options; `cause` is kept.
    */
@@ -89,6 +95,8 @@ export class CacheSerializationError extends CacheInputError {
  */
 export class CacheConfigError extends CacheError {
   /**
+   * Creates the error.
+   *
    * @param message Which setting was wrong and what values it accepts.
    * @param options Standard error options; `cause` is kept.
    */
@@ -112,6 +120,8 @@ export class CacheConfigError extends CacheError {
  */
 export class CacheDependencyError extends CacheError {
   /**
+   * Creates the error.
+   *
    * @param message Which package is missing and how to install it.
    * @param options Standard error options; `cause` is kept.
    */

@@ -80,7 +80,11 @@ export class MemoryCache implements CacheBackend {
   readonly #registries = new Map<string, Set<string>>();
   #sweepAt = 1024;
 
-  /** @param options Name, default TTL, prefix and value size limit. */
+  /**
+   * Creates an empty cache.
+   *
+   * @param options Name, default TTL, prefix and value size limit.
+   */
   constructor(options: MemoryCacheOptions = {}) {
     if (options.name !== undefined && typeof options.name !== "string") {
       throw new CacheInputError(`Invalid name ${String(options.name)}: pass a string`);

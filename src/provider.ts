@@ -91,21 +91,32 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
  * the two client libraries stay optional peer dependencies.
  */
 export interface ProtocolClient extends ScriptClient {
+  /** The connection state: "wait", "connecting", "ready", "reconnecting", "end", ... */
   readonly status: string;
+  /** Opens the connection (the client is created with `lazyConnect`). */
   connect(): Promise<void>;
+  /** Closes the connection at once, dropping pending replies. */
   disconnect(): void;
+  /** Closes the connection after pending replies (QUIT). */
   quit(): Promise<unknown>;
+  /** PING. */
   ping(): Promise<string>;
+  /** GET. */
   get(key: string): Promise<string | null>;
+  /** MGET. */
   mget(...keys: string[]): Promise<(string | null)[]>;
+  /** EXISTS. */
   exists(...keys: string[]): Promise<number>;
+  /** SCAN with MATCH / COUNT / TYPE arguments. */
   scan(cursor: string, ...args: (string | number)[]): Promise<[string, string[]]>;
+  /** Adds an event listener ("error", "ready", "end"). */
   on(event: string, listener: (...args: unknown[]) => void): unknown;
+  /** Adds a one-time event listener. */
   once(event: string, listener: (...args: unknown[]) => void): unknown;
 }
 
-/** Constructs a client of one library from ioredis-style options. */
-export type ClientConstructor<C> = new (options: Record<string, unknown>) => C;
+/** Constructs a client of one library (ioredis or iovalkey) from ioredis-style options. */
+export type ClientConstructor = new (options: Record<string, unknown>) => ProtocolClient;
 
 const SET_MANY_CHUNK = 1000;
 const SCAN_COUNT = 1000;
@@ -115,7 +126,7 @@ const PRUNE_PAGE = 500;
  * The Redis-protocol provider. Use `RedisCache` or `ValkeyCache`; this base only holds what they
  * share.
  */
-export abstract class RedisProtocolCache<C, Config extends RedisConfig> implements CacheBackend {
+export abstract class RedisProtocolCache<Config extends RedisConfig> implements CacheBackend {
   /** The cache's name, the `<name>` part of every key. */
   readonly name: string;
   /** The resolved connection settings. */
@@ -137,9 +148,11 @@ export abstract class RedisProtocolCache<C, Config extends RedisConfig> implemen
   protected abstract readonly clientPackage: "ioredis" | "iovalkey";
 
   /** Loads the client library; subclasses import their package by a literal specifier. */
-  protected abstract loadClientClass(): Promise<ClientConstructor<C>>;
+  protected abstract loadClientClass(): Promise<ClientConstructor>;
 
   /**
+   * Resolves the options against the config; no I/O happens until `connect()`.
+   *
    * @param config The resolved config (from the options or the environment).
    * @param options The provider options.
    */
@@ -172,9 +185,12 @@ export abstract class RedisProtocolCache<C, Config extends RedisConfig> implemen
     return this.config.prefix;
   }
 
-  /** The first connection's client (ioredis or iovalkey), `null` before `connect()`. */
-  get client(): C | null {
-    return (this.#clients[0] as C | undefined) ?? null;
+  /**
+   * The first connection's client (an ioredis or iovalkey `Redis`; cast it to that type for the
+   * full command set), `null` before `connect()`.
+   */
+  get client(): ProtocolClient | null {
+    return this.#clients[0] ?? null;
   }
 
   /**
@@ -488,9 +504,9 @@ export abstract class RedisProtocolCache<C, Config extends RedisConfig> implemen
     return `${this.config.host}:${this.config.port}/${this.config.db}`;
   }
 
-  async #loadClient(): Promise<ClientConstructor<ProtocolClient>> {
+  async #loadClient(): Promise<ClientConstructor> {
     try {
-      return await this.loadClientClass() as unknown as ClientConstructor<ProtocolClient>;
+      return await this.loadClientClass();
     } catch (error) {
       throw new CacheDependencyError(
         `Cannot load the "${this.clientPackage}" package: install it (npm install ${this.clientPackage}) or pick another provider`,
@@ -500,7 +516,7 @@ export abstract class RedisProtocolCache<C, Config extends RedisConfig> implemen
   }
 
   #createClient(
-    Client: ClientConstructor<ProtocolClient>,
+    Client: ClientConstructor,
     tls: Record<string, unknown> | undefined,
   ): ProtocolClient {
     const config = this.config;

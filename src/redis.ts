@@ -4,7 +4,6 @@
  * @module
  */
 
-import type { Redis } from "ioredis";
 import { RedisConfig } from "./config.ts";
 import { type ClientConstructor, type RedisCacheOptions, RedisProtocolCache } from "./provider.ts";
 
@@ -25,11 +24,13 @@ import { type ClientConstructor, type RedisCacheOptions, RedisProtocolCache } fr
  * await cache.close();
  * ```
  */
-export class RedisCache extends RedisProtocolCache<Redis, RedisConfig> {
+export class RedisCache extends RedisProtocolCache<RedisConfig> {
   /** The npm package this provider drives. */
   protected readonly clientPackage = "ioredis";
 
   /**
+   * Creates the provider; no I/O happens until `connect()`.
+   *
    * @param options Connection config (default `RedisConfig.fromEnv()`), name, TTL, timeout and
    * tuning; see `RedisCacheOptions`.
    */
@@ -38,8 +39,8 @@ export class RedisCache extends RedisProtocolCache<Redis, RedisConfig> {
   }
 
   /** Loads ioredis. */
-  protected async loadClientClass(): Promise<ClientConstructor<Redis>> {
+  protected async loadClientClass(): Promise<ClientConstructor> {
     const module = await import("ioredis");
-    return module.Redis as unknown as ClientConstructor<Redis>;
+    return module.Redis as unknown as ClientConstructor;
   }
 }

@@ -29,7 +29,9 @@ export interface Script {
 
 /** The commands of an ioredis / iovalkey client that scripts need. */
 export interface ScriptClient {
+  /** EVALSHA: runs a registered script. */
   evalsha(sha: string, numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>;
+  /** SCRIPT LOAD: registers a script's source. */
   script(subcommand: "LOAD", source: string): Promise<unknown>;
 }
 

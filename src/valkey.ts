@@ -4,7 +4,6 @@
  * @module
  */
 
-import type { Redis as Valkey } from "iovalkey";
 import { ValkeyConfig } from "./config.ts";
 import { type ClientConstructor, type RedisCacheOptions, RedisProtocolCache } from "./provider.ts";
 
@@ -26,11 +25,13 @@ import { type ClientConstructor, type RedisCacheOptions, RedisProtocolCache } fr
  * await cache.close();
  * ```
  */
-export class ValkeyCache extends RedisProtocolCache<Valkey, ValkeyConfig> {
+export class ValkeyCache extends RedisProtocolCache<ValkeyConfig> {
   /** The npm package this provider drives. */
   protected readonly clientPackage = "iovalkey";
 
   /**
+   * Creates the provider; no I/O happens until `connect()`.
+   *
    * @param options Connection config (default `ValkeyConfig.fromEnv()`), name, TTL, timeout and
    * tuning; see `RedisCacheOptions`.
    */
@@ -39,8 +40,8 @@ export class ValkeyCache extends RedisProtocolCache<Valkey, ValkeyConfig> {
   }
 
   /** Loads iovalkey. */
-  protected async loadClientClass(): Promise<ClientConstructor<Valkey>> {
+  protected async loadClientClass(): Promise<ClientConstructor> {
     const module = await import("iovalkey");
-    return module.Redis as unknown as ClientConstructor<Valkey>;
+    return module.Redis as unknown as ClientConstructor;
   }
 }
