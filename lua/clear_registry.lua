@@ -6,6 +6,9 @@
 
   KEYS[1]  the registry (a Set) to clear
   ARGV[1]  the batch size: how many members to pop and unlink in this call
+  ARGV[2]  the key prefix every member must start with; a member outside it (a foreign key
+           added to the registry by hand or by another program) is dropped from the registry
+           but its key is left alone, so a clear never touches a key outside the prefix
 
   Returns: { keys deleted in this batch (those that still existed), members left in the registry }
 ]]
@@ -14,7 +17,14 @@ if redis.call("TYPE", registry).ok ~= "set" then
   return { 0, 0 }
 end
 
-local members = redis.call("SPOP", registry, tonumber(ARGV[1]))
+local prefix = ARGV[2]
+local popped = redis.call("SPOP", registry, tonumber(ARGV[1]))
+local members = {}
+for _, member in ipairs(popped) do
+  if string.sub(member, 1, #prefix) == prefix then
+    members[#members + 1] = member
+  end
+end
 local deleted = 0
 if #members > 0 then
   deleted = redis.call("UNLINK", unpack(members))

@@ -421,6 +421,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         for (;;) {
           const [count, left] = await this.#run("clear_registry", [registry], [
             this.#clearBatch,
+            this.config.prefix,
           ]) as [number, number];
           deleted += count;
           if (left === 0) break;

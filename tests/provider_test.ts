@@ -160,6 +160,8 @@ for (const kind of KINDS) {
       await cache.setMany([["g1", 1], ["g2", 2], ["g3", 3]]);
       await server.cli("SET", "other:app:key", "keep");
       await server.cli("SADD", "other:registry:global", "other:app:key");
+      // A foreign key slipped into one of our registries is never deleted by a clear.
+      await server.cli("SADD", "cache:registry:tenant:acme", "other:app:key");
       assert.equal(await cache.clearCompany("acme"), 2);
       assert.equal(await cache.clearCompany("acme"), 0);
       assert.equal(await cache.get("a", { companyId: "globex" }), 1);
