@@ -109,6 +109,20 @@ export function normalizeCompanyId(companyId: unknown): string | undefined {
 }
 
 /**
+ * The tenant id a per-tenant operation needs (a clear): like `normalizeCompanyId`, but a missing
+ * id is an error instead of the global scope, so a clear can never widen by accident.
+ */
+export function requireCompanyId(companyId: unknown): string {
+  const id = normalizeCompanyId(companyId);
+  if (id === undefined) {
+    throw new CacheInputError(
+      "clearCompany needs a companyId: pass the tenant's id, or call clearGlobal() for the global scope",
+    );
+  }
+  return id;
+}
+
+/**
  * The server key of an entry: `<prefix><name>:<hash>` globally,
  * `<prefix>tenant:<companyId>:<name>:<hash>` for a tenant.
  *

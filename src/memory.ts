@@ -5,10 +5,16 @@
  */
 
 import { CacheInputError } from "./errors.ts";
-import { entryKey, hashInput, normalizeCompanyId, registryKey } from "./keys.ts";
+import { entryKey, hashInput, normalizeCompanyId, registryKey, requireCompanyId } from "./keys.ts";
 import type { CacheLogger } from "./log.ts";
 import type { CacheBackend, EntryOptions, SetOptions } from "./types.ts";
-import { DEFAULT_MAX_VALUE_BYTES, parseValue, serializeValue, ttlToMs } from "./values.ts";
+import {
+  DEFAULT_MAX_VALUE_BYTES,
+  entryPair,
+  parseValue,
+  serializeValue,
+  ttlToMs,
+} from "./values.ts";
 
 /** Options of `MemoryCache`. */
 export interface MemoryCacheOptions {
@@ -168,10 +174,8 @@ export class MemoryCache implements CacheBackend {
     const companyId = normalizeCompanyId(options?.companyId);
     const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
     const prepared = entries.map((entry) => {
-      if (!Array.isArray(entry) || entry.length !== 2) {
-        throw new CacheInputError("Invalid setMany entry: pass an array of [input, value] pairs");
-      }
-      return [this.#key(entry[0], companyId), serializeValue(entry[1], this.#maxValueBytes)];
+      const [input, value] = entryPair(entry);
+      return [this.#key(input, companyId), serializeValue(value, this.#maxValueBytes)];
     });
     const registry = registryKey(this.prefix, companyId);
     let members = this.#registries.get(registry);
@@ -187,12 +191,7 @@ export class MemoryCache implements CacheBackend {
 
   /** Deletes every entry of one tenant; returns how many were deleted. */
   async clearCompany(companyId: string | number): Promise<number> {
-    const id = normalizeCompanyId(companyId);
-    if (id === undefined) {
-      throw new CacheInputError(
-        "clearCompany needs a companyId: pass the tenant's id, or call clearGlobal() for the global scope",
-      );
-    }
+    const id = requireCompanyId(companyId);
     return this.#clear(registryKey(this.prefix, id));
   }
 

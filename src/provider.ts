@@ -8,7 +8,14 @@
 
 import type { RedisConfig } from "./config.ts";
 import { CacheConfigError, CacheDependencyError, CacheInputError } from "./errors.ts";
-import { entryKey, globEscape, hashInput, normalizeCompanyId, registryKey } from "./keys.ts";
+import {
+  entryKey,
+  globEscape,
+  hashInput,
+  normalizeCompanyId,
+  registryKey,
+  requireCompanyId,
+} from "./keys.ts";
 import { type CacheLogger, FaultLog } from "./log.ts";
 import {
   loadScriptSources,
@@ -20,7 +27,13 @@ import {
 } from "./scripts.ts";
 import { readTextFile } from "./runtime.ts";
 import type { CacheBackend, EntryOptions, SetOptions } from "./types.ts";
-import { DEFAULT_MAX_VALUE_BYTES, parseValue, serializeValue, ttlToMs } from "./values.ts";
+import {
+  DEFAULT_MAX_VALUE_BYTES,
+  entryPair,
+  parseValue,
+  serializeValue,
+  ttlToMs,
+} from "./values.ts";
 
 /** Options of `RedisCache` and `ValkeyCache`. */
 export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
@@ -336,11 +349,9 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const keys: string[] = [];
     const texts: string[] = [];
     for (const entry of entries) {
-      if (!Array.isArray(entry) || entry.length !== 2) {
-        throw new CacheInputError("Invalid setMany entry: pass an array of [input, value] pairs");
-      }
-      keys.push(entryKey(this.config.prefix, this.name, hashInput(entry[0]), companyId));
-      texts.push(serializeValue(entry[1], this.#maxValueBytes));
+      const [input, value] = entryPair(entry);
+      keys.push(entryKey(this.config.prefix, this.name, hashInput(input), companyId));
+      texts.push(serializeValue(value, this.#maxValueBytes));
     }
     const registry = registryKey(this.config.prefix, companyId);
     let ok = true;
@@ -354,12 +365,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
 
   /** Deletes every entry of one tenant in bounded batches; returns the keys deleted. */
   async clearCompany(companyId: string | number): Promise<number> {
-    const id = normalizeCompanyId(companyId);
-    if (id === undefined) {
-      throw new CacheInputError(
-        "clearCompany needs a companyId: pass the tenant's id, or call clearGlobal() for the global scope",
-      );
-    }
+    const id = requireCompanyId(companyId);
     return await this.#clearRegistries([registryKey(this.config.prefix, id)]);
   }
 
