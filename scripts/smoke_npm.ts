@@ -1,0 +1,264 @@
+/**
+ * Pack-install smoke test of the npm build (`deno task smoke:npm`, which builds `npm/` first):
+ *
+ * 1. `npm pack` the `npm/` dir; check what the tarball holds and report its size.
+ * 2. Install the tarball into a temporary project with only ioredis (no iovalkey).
+ * 3. Start a redis-server on a free loopback port (tests/harness.ts; never 6379) and run the
+ *    README's Node example (examples/node_example.mjs) twice: configured by REDIS_HOST /
+ *    REDIS_PORT in the environment, then by `node --env-file=.env`.
+ * 4. Ask for the valkey provider: without iovalkey it must be a CacheDependencyError that says
+ *    `npm install iovalkey`.
+ * 5. Type-check a TypeScript consumer of the installed package (`exports` → `types`).
+ *
+ * Everything happens in a temp dir that is removed afterwards, as is the server.
+ *
+ * @module
+ */
+
+import { copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startServer, type TestServer } from "../tests/harness.ts";
+import {
+  capture,
+  installedVersion,
+  NPM_DIR,
+  PACKAGE_NAME,
+  peerRanges,
+  ROOT,
+  run,
+  tscPath,
+} from "./build_npm.ts";
+
+interface PackResult {
+  filename: string;
+  size: number;
+  unpackedSize: number;
+  entryCount: number;
+  files: { path: string }[];
+}
+
+/** Files the tarball must hold (besides every `src/*.js`, checked below). */
+const REQUIRED = [
+  "package.json",
+  "README.md",
+  "LICENSE",
+  "mod.js",
+  "mod.d.ts",
+  "mod.js.map",
+  "lua/set_and_register.lua",
+  "lua/delete_and_unregister.lua",
+  "lua/clear_registry.lua",
+  "lua/prune_registry.lua",
+];
+
+function check(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new Error(`smoke: ${message}`);
+}
+
+/** Packs `npm/` into `dest`; checks the file list. */
+async function pack(dest: string): Promise<PackResult> {
+  const [result] = JSON.parse(
+    await capture("npm", ["pack", "--json", "--pack-destination", dest], { cwd: NPM_DIR }),
+  ) as PackResult[];
+  const paths = new Set(result.files.map((file) => file.path));
+  for (const path of REQUIRED) check(paths.has(path), `the tarball lacks ${path}`);
+  for (const path of paths) {
+    check(
+      !path.startsWith("test/") && !path.startsWith("node_modules/") && !path.endsWith(".ts") ||
+        path.endsWith(".d.ts"),
+      `the tarball holds ${path}, which is not part of the package`,
+    );
+  }
+  for (const module of ["facade", "provider", "redis", "valkey", "scripts", "runtime"]) {
+    check(paths.has(`src/${module}.js`), `the tarball lacks src/${module}.js`);
+    check(paths.has(`src/${module}.d.ts`), `the tarball lacks src/${module}.d.ts`);
+  }
+  return result;
+}
+
+/** The environment of a Node process in the app: PATH and HOME, and nothing cache-related. */
+function baseEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const name of ["PATH", "HOME", "TMPDIR"]) {
+    const value = Deno.env.get(name);
+    if (value !== undefined) env[name] = value;
+  }
+  return env;
+}
+
+/** Runs `node args` in `cwd` with exactly `env` (plus PATH/HOME); returns stdout + stderr. */
+async function node(
+  cwd: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; out: string }> {
+  const { code, stdout, stderr } = await new Deno.Command("node", {
+    args,
+    cwd,
+    env: { ...baseEnv(), ...env },
+    clearEnv: true,
+    stdin: "null",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code, out: decoder.decode(stdout) + decoder.decode(stderr) };
+}
+
+/** The server's connection settings as the example reads them. */
+function serverEnv(server: TestServer): Record<string, string> {
+  const env: Record<string, string> = { REDIS_HOST: server.host, REDIS_PORT: String(server.port) };
+  const url = new URL(server.url);
+  if (url.password) env.REDIS_PASSWORD = decodeURIComponent(url.password);
+  const db = url.pathname.replace(/^\//, "");
+  if (db) env.REDIS_DB = db;
+  return env;
+}
+
+/** Runs the example and checks that the value made the round trip through the server. */
+async function runExample(
+  app: string,
+  server: TestServer,
+  label: string,
+  args: string[],
+  env: Record<string, string>,
+): Promise<void> {
+  await server.cli("FLUSHDB");
+  const { code, out } = await node(app, args, env);
+  check(code === 0, `${label}: node exited with ${code}\n${out}`);
+  check(out.includes("{ name: 'Ada' }"), `${label}: expected { name: 'Ada' }, got:\n${out}`);
+  const keys = await server.cli("KEYS", "cache:*");
+  check(
+    keys.includes("cache:registry:tenant:acme"),
+    `${label}: no registry on the server: ${keys}`,
+  );
+  console.log(
+    `ok   ${label}: printed { name: 'Ada' }; server holds ${keys.split("\n").length} keys`,
+  );
+}
+
+const VALKEY_CHECK = `
+import { CacheDependencyError, setCache } from "${PACKAGE_NAME}";
+try {
+  await setCache({ provider: "valkey" });
+  console.error("setCache({ provider: 'valkey' }) resolved without iovalkey installed");
+  process.exit(1);
+} catch (error) {
+  if (!(error instanceof CacheDependencyError) || !error.message.includes("npm install iovalkey")) {
+    console.error("unexpected error:", error);
+    process.exit(1);
+  }
+  console.log(error.name + ": " + error.message);
+}
+`;
+
+const TS_CONSUMER = `
+import {
+  cacheGet,
+  cacheSet,
+  CacheDependencyError,
+  RedisCache,
+  RedisConfig,
+  type SetCacheOptions,
+  setCache,
+} from "${PACKAGE_NAME}";
+
+const options: SetCacheOptions = { provider: "redis", config: new RedisConfig({ port: 6380 }) };
+export async function demo(): Promise<string | null> {
+  await setCache(options);
+  const stored: boolean = await cacheSet({ user: 42 }, { name: "Ada" }, { companyId: "acme" });
+  const user = await cacheGet<{ name: string }>({ user: 42 }, { companyId: "acme" });
+  const cache = new RedisCache({ name: "users", ttl: 60 });
+  console.log(stored, cache.prefix, new CacheDependencyError("x") instanceof Error);
+  return user?.name ?? null;
+}
+`;
+
+async function main(): Promise<void> {
+  const ranges = await peerRanges();
+  const temp = await mkdtemp(join(tmpdir(), "core-lib-cache-smoke-"));
+  let server: TestServer | undefined;
+  try {
+    const packed = await pack(temp);
+    const tarball = join(temp, packed.filename);
+    console.log(
+      `ok   npm pack: ${packed.filename}, ${packed.size} bytes packed (${
+        (packed.size / 1024).toFixed(1)
+      } kB), ${packed.unpackedSize} bytes unpacked, ${packed.entryCount} files`,
+    );
+
+    const app = join(temp, "app");
+    await Deno.mkdir(app);
+    await writeFile(
+      join(app, "package.json"),
+      JSON.stringify({ name: "smoke-app", private: true, type: "module" }, null, 2) + "\n",
+    );
+    await run("npm", [
+      "install",
+      "--no-audit",
+      "--no-fund",
+      "--loglevel=error",
+      tarball,
+      `ioredis@${ranges.ioredis}`,
+    ], { cwd: app });
+    const modules = join(app, "node_modules");
+    check(installedVersion(modules, PACKAGE_NAME), `${PACKAGE_NAME} is not installed`);
+    check(installedVersion(modules, "ioredis"), "ioredis is not installed");
+    check(!installedVersion(modules, "iovalkey"), "iovalkey got installed; it must stay optional");
+    console.log(
+      `ok   installed ${PACKAGE_NAME}@${installedVersion(modules, PACKAGE_NAME)} with ioredis@${
+        installedVersion(modules, "ioredis")
+      } only`,
+    );
+
+    server = await startServer("redis");
+    await copyFile(join(ROOT, "examples", "node_example.mjs"), join(app, "node_example.mjs"));
+    const env = serverEnv(server);
+    await runExample(app, server, "node node_example.mjs (env vars)", ["node_example.mjs"], env);
+    const dotenv = Object.entries(env).map(([name, value]) => `${name}=${value}`).join("\n");
+    await writeFile(join(app, ".env"), dotenv + "\n");
+    await runExample(
+      app,
+      server,
+      "node --env-file=.env node_example.mjs",
+      ["--env-file=.env", "node_example.mjs"],
+      {},
+    );
+
+    await writeFile(join(app, "valkey_check.mjs"), VALKEY_CHECK);
+    const valkey = await node(app, ["valkey_check.mjs"], env);
+    check(valkey.code === 0, `valkey without iovalkey:\n${valkey.out}`);
+    console.log(`ok   provider "valkey" without iovalkey: ${valkey.out.trim()}`);
+
+    await writeFile(join(app, "consumer.ts"), TS_CONSUMER);
+    await capture("node", [
+      tscPath(),
+      "--noEmit",
+      "--strict",
+      "--target",
+      "ES2022",
+      "--module",
+      "NodeNext",
+      "--moduleResolution",
+      "NodeNext",
+      "--types",
+      "node",
+      "--typeRoots",
+      join(ROOT, ".tools", "node_modules", "@types"),
+      "consumer.ts",
+    ], { cwd: app });
+    console.log("ok   a TypeScript consumer type-checks against the installed types (NodeNext)");
+    console.log(`smoke test passed; tarball ${packed.filename}: ${packed.size} bytes`);
+  } finally {
+    await server?.stop();
+    await rm(temp, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (error) {
+    console.error(error instanceof Error ? error.message : error);
+    Deno.exit(1);
+  }
+}
