@@ -28,10 +28,16 @@ redis.call("SADD", registry, unpack(KEYS, 2))
 
 if sample > 0 then
   local members = redis.call("SRANDMEMBER", registry, sample)
-  for _, member in ipairs(members) do
-    if redis.call("EXISTS", member) == 0 then
-      redis.call("SREM", registry, member)
+  -- One EXISTS over the whole sample settles the common case (all alive; SRANDMEMBER with a
+  -- positive count returns distinct members); only a sample with dead members is walked.
+  if #members > 0 and redis.call("EXISTS", unpack(members)) < #members then
+    local dead = {}
+    for _, member in ipairs(members) do
+      if redis.call("EXISTS", member) == 0 then
+        dead[#dead + 1] = member
+      end
     end
+    redis.call("SREM", registry, unpack(dead))
   end
 end
 

@@ -53,7 +53,7 @@ function satisfiesCaret(version: string, range: string): boolean {
 }
 
 /** Installs the client packages into `npm/node_modules` unless matching versions are there. */
-async function ensureClients(): Promise<void> {
+export async function ensureClients(): Promise<void> {
   const ranges = await peerRanges();
   const modules = join(NPM_DIR, "node_modules");
   const missing = CLIENT_PACKAGES.filter((name) => {

@@ -94,7 +94,7 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
   /**
    * How many keys one clear script call deletes, bounding how long it blocks the server.
    *
-   * @default {1000}
+   * @default {500}
    */
   clearBatchSize?: number;
 }
@@ -189,7 +189,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
     );
     this.#pruneSample = nonNegativeInt("pruneSample", options.pruneSample ?? 2);
-    this.#clearBatch = positiveInt("clearBatchSize", options.clearBatchSize ?? 1000);
+    this.#clearBatch = positiveInt("clearBatchSize", options.clearBatchSize ?? 500);
     this.#log = new FaultLog(options.logger, [config.password]);
   }
 

@@ -6,7 +6,16 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import * as nodeCrypto from "node:crypto";
+
+/**
+ * The one-shot `crypto.hash()` (Node >= 20.12, Deno 2) is about twice as fast per small key as
+ * `createHash()`, which allocates a Hash object per call; older Node 20 releases lack it.
+ */
+const oneShotHash = (nodeCrypto as {
+  hash?: (algorithm: string, data: string, encoding: "hex") => string;
+}).hash;
+const { createHash } = nodeCrypto;
 
 // deno-lint-ignore no-explicit-any
 const denoNs: any = (globalThis as any).Deno;
@@ -31,6 +40,7 @@ export function readEnv(): EnvRecord {
 
 /** Lowercase hex SHA-256 of the UTF-8 bytes of `text`. */
 export function sha256Hex(text: string): string {
+  if (oneShotHash) return oneShotHash("sha256", text, "hex");
   return createHash("sha256").update(text, "utf8").digest("hex");
 }
 

@@ -252,3 +252,19 @@ describe("globEscape", () => {
     }
   });
 });
+
+describe("hashInput digest memo", () => {
+  it("gives each input its own digest across memo refills", () => {
+    // 10,000 distinct inputs overflow the memo (4,096) twice; a stale or shared entry would
+    // hand one input another's digest.
+    const inputs = Array.from({ length: 10_000 }, (_, i) => ({ q: "memo", i }));
+    for (let pass = 0; pass < 2; pass++) {
+      inputs.forEach((input, i) => {
+        assert.equal(hashInput(input), sha256Hex(canonicalJson(input)), `pass ${pass}, input ${i}`);
+      });
+    }
+    // An input too long to memoize is hashed directly.
+    const long = { q: "x".repeat(1000) };
+    assert.equal(hashInput(long), sha256Hex(canonicalJson(long)));
+  });
+});
