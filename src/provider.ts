@@ -26,6 +26,7 @@ import {
   type ScriptName,
 } from "./scripts.ts";
 import { readTextFile } from "./runtime.ts";
+import { type StallWatch, watchStalls } from "./stall_watch.ts";
 import type { CacheBackend, EntryOptions, SetOptions } from "./types.ts";
 import {
   DEFAULT_MAX_VALUE_BYTES,
@@ -153,6 +154,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   readonly #clearBatch: number;
   readonly #log: FaultLog;
   #clients: ProtocolClient[] = [];
+  #watches: StallWatch[] = [];
   #next = 0;
   #scripts: Record<ScriptName, Script> | undefined;
   #closed = false;
@@ -256,6 +258,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   /** Closes every connection; later calls are misses. */
   async close(): Promise<void> {
     this.#closed = true;
+    for (const watch of this.#watches) watch.stop();
     const clients = this.#clients;
     await Promise.all(clients.map(async (client) => {
       if (client.status !== "ready") return client.disconnect();
@@ -536,7 +539,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       tls,
       lazyConnect: true,
       connectTimeout: this.#timeoutMs,
-      commandTimeout: this.#timeoutMs,
+      // No commandTimeout: its per-command timer costs more than the command (see
+      // stall_watch.ts); the stall watch below bounds every call by the same timeout.
       // No offline queue: while the server is down a call fails at once (a miss) instead of
       // waiting in a queue that grows without bound; retries happen at the connection level.
       enableOfflineQueue: false,
@@ -544,6 +548,16 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       enableAutoPipelining: this.#autoPipelining,
       retryStrategy: (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
     });
+    this.#watches.push(watchStalls(
+      client as unknown as Parameters<typeof watchStalls>[0],
+      this.#timeoutMs,
+      (error) =>
+        this.#log.fault(
+          "stall",
+          `No reply from ${this.#where()} for ${this.#timeoutMs} ms; calls are served as misses while it reconnects`,
+          error,
+        ),
+    ));
     client.on(
       "error",
       (error) => this.#log.fault("connection", `Connection to ${this.#where()} failed`, error),
