@@ -84,6 +84,7 @@ const { values: flags } = parseArgs({
   options: {
     quick: { type: "boolean", default: false },
     json: { type: "string" },
+    markdown: { type: "boolean", default: false },
     rounds: { type: "string" },
     duration: { type: "string" },
     only: { type: "string" },
@@ -94,7 +95,7 @@ const { values: flags } = parseArgs({
 
 if (flags.help) {
   console.log(
-    "Usage: bench [--quick] [--json FILE] [--rounds N] [--duration MS] [--only redis|valkey] [--filter REGEX]",
+    "Usage: bench [--quick] [--json FILE] [--rounds N] [--duration MS] [--only redis|valkey] [--filter REGEX] [--markdown]",
   );
   process.exit(0);
 }
@@ -162,7 +163,12 @@ async function compare(
   server: string,
   name: string,
   sides: { bare: Op; lib: Op },
-  options: { workers?: number; target?: number; note?: string } = {},
+  options: {
+    workers?: number;
+    target?: number;
+    /** Text for the row, or a function run after the measurement that gives it. */
+    note?: string | (() => Promise<string>);
+  } = {},
 ): Promise<void> {
   if (!selected(name)) return;
   const workers = options.workers ?? 1;
@@ -191,10 +197,21 @@ async function compare(
     lib: figure(lib),
     ratio: { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) },
     target: options.target,
-    note: options.note,
+    note: typeof options.note === "function" ? await options.note() : options.note,
   };
   rows.push(row);
   printRow(row);
+}
+
+/**
+ * The server's own time per call since the last CONFIG RESETSTAT (INFO commandstats): a bare SET
+ * against the library's EVALSHA, which includes the SET and SADD it runs.
+ */
+async function serverCost(client: BareClient): Promise<string> {
+  const stats = await client.info("commandstats");
+  const usec = (command: string) =>
+    Number(stats.match(new RegExp(`cmdstat_${command}:.*?usec_per_call=([\\d.]+)`))?.[1]);
+  return `server µs/call: SET ${fmt(usec("set"), 2)}, EVALSHA ${fmt(usec("evalsha"), 2)}`;
 }
 
 /** Several library variants against one bare baseline, interleaved round-robin. */
@@ -287,6 +304,37 @@ function printRow(row: Row): void {
   );
 }
 
+/** The table the README shows: `deno task bench --markdown`. */
+function printMarkdown(hashing: HashingFigures): void {
+  const lines = [
+    "",
+    "| server | row | bare ops/s | library ops/s | library / bare, median [min–max] | target |",
+    "|---|---|--:|--:|--:|---|",
+  ];
+  for (const row of rows) {
+    const ratio = row.ratio
+      ? `${fmt(row.ratio.median, 2)} [${fmt(row.ratio.min, 2)}–${fmt(row.ratio.max, 2)}]`
+      : "";
+    const target = row.target === undefined
+      ? (row.note ?? "")
+      : `≥ ${row.target.toFixed(2)} ${row.ratio!.median >= row.target ? "met" : "**missed**"}`;
+    lines.push(
+      `| ${row.server} | ${row.name} | ${row.bare ? fmt(row.bare.opsPerSec) : ""} | ${
+        fmt(row.lib.opsPerSec)
+      } | ${ratio} | ${target} |`,
+    );
+  }
+  lines.push(
+    "",
+    `Key hashing (canonical JSON + SHA-256): small object ${
+      fmt(hashing.smallColdUs, 2)
+    } µs per key cold, ${fmt(hashing.smallHotUs, 2)} µs hot (memoized digest); ${
+      fmt(hashing.largeBytes / 1024, 1)
+    } KB object ${fmt(hashing.largeColdUs, 2)} µs.`,
+  );
+  console.log(lines.join("\n"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The rows
 
@@ -331,10 +379,11 @@ async function benchServer(server: TestServer): Promise<void> {
     bare: () => client.get(missKey),
     lib: () => cacheGet(missInput),
   }, { target: 0.9 });
+  await client.call("CONFIG", "RESETSTAT");
   await compare(label, "set, sequential", {
     bare: () => client.set(setKey, smallText, "EX", TTL),
     lib: () => cacheSet(setInput, small),
-  }, { target: 0.8 });
+  }, { target: 0.8, note: () => serverCost(client) });
 
   // 100 callers in flight: each worker has its own key.
   let turn = 0;
@@ -350,10 +399,11 @@ async function benchServer(server: TestServer): Promise<void> {
     bare: () => client.get(missKey),
     lib: () => cacheGet(missInput),
   }, { workers: CONCURRENCY, target: 0.9 });
+  await client.call("CONFIG", "RESETSTAT");
   await compare(label, `set, ${CONCURRENCY} concurrent`, {
     bare: () => client.set(conKeys[nextIndex()], smallText, "EX", TTL),
     lib: () => cacheSet(conInputs[nextIndex()], small),
-  }, { workers: CONCURRENCY, target: 0.8 });
+  }, { workers: CONCURRENCY, target: 0.8, note: () => serverCost(client) });
 
   // Batches of 100.
   await compare(label, "getMany 100 vs MGET", {
@@ -591,6 +641,7 @@ async function main(): Promise<void> {
       await server.stop();
     }
   }
+  if (flags.markdown) printMarkdown(hashing);
   const seconds = (performance.now() - started) / 1000;
   console.log(`done in ${fmt(seconds, 1)} s`);
   if (flags.json) {
