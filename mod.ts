@@ -68,4 +68,5 @@ export {
 export type { CacheBackend, EntryOptions, SetOptions } from "./src/types.ts";
 export type { CacheLogger } from "./src/log.ts";
 export type { ScriptClient } from "./src/scripts.ts";
+export type { ClusterClient, ClusterConstructor } from "./src/cluster.ts";
 export type { EnvRecord } from "./src/runtime.ts";

@@ -47,6 +47,37 @@ export interface RedisConfigOptions {
    */
   db?: number;
   /**
+   * `"cluster"` to use Redis Cluster / Valkey Cluster (the client library's `Cluster` class and
+   * the hash-tagged key layout); giving `clusterNodes` implies it. In cluster mode without
+   * `clusterNodes`, `host:port` is the one seed.
+   *
+   * @default {"cluster" when clusterNodes is set, else "standalone"}
+   */
+  mode?: "standalone" | "cluster";
+  /**
+   * Seed nodes of a cluster, `host:port` each, as an array or one comma-separated string
+   * (`"10.0.0.1:7000,10.0.0.2:7000"`; IPv6 as `[::1]:7000`). Any reachable master or replica
+   * will do: the client discovers the others. Setting it selects cluster mode.
+   *
+   * @default {undefined}
+   */
+  clusterNodes?: string | readonly string[];
+  /**
+   * Cluster mode: how many buckets (hash tags) each tenant is split into, an integer from 1 to
+   * 1024. With 1, a tenant lives in one slot; more spread one big tenant over several masters, at
+   * the cost of one script call per bucket for its clears and one MGET per bucket for a batch.
+   *
+   * @default {1}
+   */
+  clusterTenantBuckets?: number;
+  /**
+   * Cluster mode: how many buckets the global scope is split into, an integer from 1 to 1024, so
+   * that global entries spread over the masters instead of pinning one.
+   *
+   * @default {16}
+   */
+  clusterGlobalBuckets?: number;
+  /**
    * ACL user name (Redis 6+ / Valkey); leave unset for the default user.
    *
    * @default {undefined}
@@ -118,6 +149,8 @@ const DEFAULTS = {
   host: "localhost",
   port: 6379,
   db: 0,
+  clusterTenantBuckets: 1,
+  clusterGlobalBuckets: 16,
   maxConnections: 50,
   retryOnTimeout: true,
   timeout: 4,
@@ -127,7 +160,7 @@ const DEFAULTS = {
 } as const;
 
 /** The config fields (every option except `url`). */
-type FieldName = Exclude<keyof RedisConfigOptions, "url">;
+type FieldName = Exclude<keyof RedisConfigOptions, "url" | "mode">;
 
 /** Fields a connection URL defines, with the parsed values. */
 interface UrlParts {
@@ -153,6 +186,9 @@ const ENV_SUFFIX: Readonly<Record<FieldName, string>> = {
   host: "HOST",
   port: "PORT",
   db: "DB",
+  clusterNodes: "CLUSTER_NODES",
+  clusterTenantBuckets: "CLUSTER_TENANT_BUCKETS",
+  clusterGlobalBuckets: "CLUSTER_GLOBAL_BUCKETS",
   username: "USERNAME",
   password: "PASSWORD",
   maxConnections: "MAX_CONNECTIONS",
@@ -173,6 +209,9 @@ const URL_SCHEMES: Readonly<Record<string, boolean>> = {
   "valkeys:": true,
 };
 
+/** The most buckets a cluster scope may be split into. */
+const MAX_BUCKETS = 1024;
+
 const URL_FORM = "redis://[user[:password]@]host[:port][/db] (rediss:// for TLS)";
 const COMMENT_NOTE =
   'surrounding spaces and a trailing "# comment" are allowed, e.g. "6380 # replica"';
@@ -183,6 +222,9 @@ const EXPECTED: Readonly<Record<FieldName, string>> = {
   host: "a non-empty host name or IP address",
   port: "an integer from 1 to 65535",
   db: "an integer >= 0 (the database index)",
+  clusterNodes: 'a comma-separated list of host:port seeds, e.g. "10.0.0.1:7000,10.0.0.2:7000"',
+  clusterTenantBuckets: `an integer from 1 to ${MAX_BUCKETS}`,
+  clusterGlobalBuckets: `an integer from 1 to ${MAX_BUCKETS}`,
   username: "a string",
   password: "a string",
   maxConnections: "an integer >= 1",
@@ -202,6 +244,7 @@ function invalid(label: string, shown: string, expected: string): CacheConfigErr
 function showOption(field: FieldName, value: unknown): string {
   if (field === "password") return `a ${value === null ? "null" : typeof value} (value hidden)`;
   if (typeof value === "string") return showRaw(value);
+  if (Array.isArray(value)) return showRaw(JSON.stringify(value));
   if (typeof value === "number" || typeof value === "boolean") return String(value);
   if (value === null) return "null";
   return `a value of type ${typeof value}`;
@@ -219,6 +262,16 @@ function showRaw(raw: string): string {
 function checkField(field: FieldName, value: unknown, label: string, shown: string): unknown {
   const fail = () => invalid(label, shown, EXPECTED[field]);
   switch (field) {
+    case "clusterNodes":
+      return parseSeeds(value, fail);
+    case "clusterTenantBuckets":
+    case "clusterGlobalBuckets":
+      if (
+        !Number.isSafeInteger(value) || (value as number) < 1 || (value as number) > MAX_BUCKETS
+      ) {
+        throw fail();
+      }
+      return value;
     case "host":
     case "tlsCa":
       if (typeof value !== "string" || value.trim() === "") throw fail();
@@ -253,6 +306,69 @@ function checkField(field: FieldName, value: unknown, label: string, shown: stri
   }
 }
 
+const SEED = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:,\[\]]+))(?::(\d+))?$/;
+
+/**
+ * Parses cluster seeds (`"h1:7000,h2:7001"` or `["h1:7000", ...]`) into normalized `host:port`
+ * strings (port 6379 when absent, IPv6 in brackets); `fail` builds the error.
+ */
+function parseSeeds(value: unknown, fail: () => CacheConfigError): readonly string[] {
+  const items = typeof value === "string"
+    ? value.split(",")
+    : Array.isArray(value) && value.every((item) => typeof item === "string")
+    ? value as string[]
+    : undefined;
+  if (items === undefined) throw fail();
+  const seeds: string[] = [];
+  for (const item of items) {
+    const text = item.trim();
+    if (text === "" && typeof value === "string") continue; // "a:1, b:2," has a trailing comma
+    const match = SEED.exec(text);
+    if (!match) throw fail();
+    const port = match[3] === undefined ? DEFAULTS.port : Number(match[3]);
+    if (port < 1 || port > 65535) throw fail();
+    seeds.push(match[1] === undefined ? `${match[2]}:${port}` : `[${match[1]}]:${port}`);
+  }
+  if (seeds.length === 0) throw fail();
+  return Object.freeze(seeds);
+}
+
+/**
+ * Resolves the mode: `"cluster"` when asked for or when seeds are given. Cluster mode needs
+ * database 0 (a cluster has no other) and a prefix without braces (a brace in the prefix would
+ * become the hash tag of every key and put the whole cache in one slot).
+ */
+function clusterMode(
+  mode: unknown,
+  seeds: readonly string[] | undefined,
+  db: number,
+  prefix: unknown,
+): "standalone" | "cluster" {
+  if (mode !== undefined && mode !== "standalone" && mode !== "cluster") {
+    throw invalid('option "mode"', showOption("prefix", mode), '"standalone" or "cluster"');
+  }
+  if (mode === "standalone" && seeds !== undefined) {
+    throw new CacheConfigError(
+      'Invalid option "mode": "standalone" was given together with cluster seeds ' +
+        "(clusterNodes or REDIS_CLUSTER_NODES); drop one of them.",
+    );
+  }
+  if (mode !== "cluster" && seeds === undefined) return "standalone";
+  if (db !== 0) {
+    throw new CacheConfigError(
+      `Invalid database ${db} for cluster mode: a Redis / Valkey cluster serves database 0 ` +
+        "only; remove REDIS_DB / the URL's /db path, or use a standalone server.",
+    );
+  }
+  if (typeof prefix === "string" && /[{}]/.test(prefix)) {
+    throw new CacheConfigError(
+      `Invalid prefix ${showRaw(prefix)} for cluster mode: it must not hold "{" or "}", which ` +
+        "would become the hash tag of every key; choose a prefix without braces (REDIS_PREFIX).",
+    );
+  }
+  return "cluster";
+}
+
 /** Drops a trailing `# comment` and surrounding spaces, as the Python original does. */
 function stripComment(raw: string): string {
   const hash = raw.indexOf("#");
@@ -277,6 +393,17 @@ function parseEnvField(field: FieldName, name: string, raw: string): unknown {
   // Never echo a password; every other value is shown so the user can spot the typo.
   const shown = field === "password" ? "(value hidden)" : showRaw(raw);
   switch (field) {
+    case "clusterNodes":
+      return checkField(field, stripComment(raw), name, shown);
+    case "clusterTenantBuckets":
+    case "clusterGlobalBuckets": {
+      const text = stripComment(raw);
+      const value = INTEGER.test(text) ? Number(text.replaceAll("_", "")) : NaN;
+      if (!Number.isSafeInteger(value) || value < 1 || value > MAX_BUCKETS) {
+        throw invalid(name, shown, `${EXPECTED[field]} (${COMMENT_NOTE})`);
+      }
+      return value;
+    }
     case "host":
     case "tlsCa":
       return checkField(field, raw.trim(), name, shown);
@@ -460,6 +587,14 @@ export class RedisConfig {
   readonly port: number;
   /** Database index. */
   readonly db: number;
+  /** `"cluster"` for Redis Cluster / Valkey Cluster, else `"standalone"`. */
+  readonly mode: "standalone" | "cluster";
+  /** Cluster seeds as `host:port` (in cluster mode; `[host:port]` when none was given). */
+  readonly clusterNodes: readonly string[];
+  /** Cluster mode: buckets per tenant. */
+  readonly clusterTenantBuckets: number;
+  /** Cluster mode: buckets of the global scope. */
+  readonly clusterGlobalBuckets: number;
   /** ACL user name, or `undefined` for the default user. */
   readonly username: string | undefined;
   /** Upper bound on the number of connections a provider opens. */
@@ -506,6 +641,19 @@ export class RedisConfig {
     this.host = pick("host", DEFAULTS.host) as string;
     this.port = pick("port", DEFAULTS.port) as number;
     this.db = pick("db", DEFAULTS.db) as number;
+    const seeds = pick("clusterNodes", undefined) as readonly string[] | undefined;
+    this.mode = clusterMode(options.mode, seeds, this.db, pick("prefix", DEFAULTS.prefix));
+    this.clusterNodes = this.mode === "cluster"
+      ? seeds ?? Object.freeze([`${urlHost(this.host)}:${this.port}`])
+      : Object.freeze([]);
+    this.clusterTenantBuckets = pick(
+      "clusterTenantBuckets",
+      DEFAULTS.clusterTenantBuckets,
+    ) as number;
+    this.clusterGlobalBuckets = pick(
+      "clusterGlobalBuckets",
+      DEFAULTS.clusterGlobalBuckets,
+    ) as number;
     this.username = pick("username", undefined) as string | undefined;
     this.#password = pick("password", undefined) as string | undefined;
     this.maxConnections = pick("maxConnections", DEFAULTS.maxConnections) as number;
@@ -544,6 +692,8 @@ export class RedisConfig {
    * Variables: `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`, `REDIS_USERNAME`, `REDIS_PASSWORD`,
    * `REDIS_MAX_CONNECTIONS`, `REDIS_RETRY_ON_TIMEOUT`, `REDIS_TIMEOUT`, `REDIS_CACHE_TTL`,
    * `REDIS_PREFIX`, `REDIS_TLS`, `REDIS_TLS_CA`, `REDIS_URL`.
+   * Cluster mode: `REDIS_CLUSTER_NODES` (comma-separated `host:port` seeds; setting it selects
+   * cluster mode), `REDIS_CLUSTER_TENANT_BUCKETS` (1), `REDIS_CLUSTER_GLOBAL_BUCKETS` (16).
    *
    * @example Reading an explicit environment
    * ```ts
@@ -590,6 +740,10 @@ export class RedisConfig {
       host: this.host,
       port: this.port,
       db: this.db,
+      mode: this.mode,
+      clusterNodes: this.mode === "cluster" ? [...this.clusterNodes] : undefined,
+      clusterTenantBuckets: this.clusterTenantBuckets,
+      clusterGlobalBuckets: this.clusterGlobalBuckets,
       username: this.username,
       password: this.#password === undefined ? undefined : HIDDEN,
       maxConnections: this.maxConnections,
@@ -621,6 +775,9 @@ export class RedisConfig {
     const user = this.username === undefined ? "" : encodeURIComponent(this.username);
     const auth = this.#password === undefined ? (user ? `${user}@` : "") : `${user}:${HIDDEN}@`;
     const scheme = this.tls ? "rediss" : "redis";
+    if (this.mode === "cluster") {
+      return `${this.#className()}(${scheme}://${auth}${this.clusterNodes.join(",")} cluster)`;
+    }
     return `${this.#className()}(${scheme}://${auth}${urlHost(this.host)}:${this.port}/${this.db})`;
   }
 

@@ -8,14 +8,17 @@
 
 import type { RedisConfig } from "./config.ts";
 import { CacheConfigError, CacheDependencyError, CacheInputError } from "./errors.ts";
+import { globEscape, hashInput, normalizeCompanyId, requireCompanyId } from "./keys.ts";
 import {
-  entryKey,
-  globEscape,
-  hashInput,
-  normalizeCompanyId,
-  registryKey,
-  requireCompanyId,
-} from "./keys.ts";
+  type ClusterClient,
+  type ClusterConstructor,
+  clusterOptions,
+  clusterScriptClient,
+  groupBySlot,
+  seedNodes,
+} from "./cluster.ts";
+import { watchDeadlines } from "./deadline_watch.ts";
+import { ClusterLayout, type KeyLayout, StandaloneLayout } from "./layout.ts";
 import { type CacheLogger, FaultLog } from "./log.ts";
 import {
   loadScriptSources,
@@ -153,7 +156,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   readonly #pruneSample: number;
   readonly #clearBatch: number;
   readonly #log: FaultLog;
+  readonly #layout: KeyLayout;
   #clients: ProtocolClient[] = [];
+  /** What runs the scripts of `#clients[i]`: the client itself, or a cluster script client. */
+  #scriptClients: ScriptClient[] = [];
   #watches: StallWatch[] = [];
   #next = 0;
   #scripts: Record<ScriptName, Script> | undefined;
@@ -164,6 +170,14 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
 
   /** Loads the client library; subclasses import their package by a literal specifier. */
   protected abstract loadClientClass(): Promise<ClientConstructor>;
+
+  /**
+   * Loads the client library's cluster class (for `mode: "cluster"`); subclasses import their
+   * package by a literal specifier. The default has no cluster support.
+   */
+  protected loadClusterClass(): Promise<ClusterConstructor> {
+    return Promise.reject(new Error(`no cluster client for ${this.clientPackage}`));
+  }
 
   /**
    * Resolves the options against the config; no I/O happens until `connect()`.
@@ -193,6 +207,12 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     this.#pruneSample = nonNegativeInt("pruneSample", options.pruneSample ?? 2);
     this.#clearBatch = positiveInt("clearBatchSize", options.clearBatchSize ?? 500);
     this.#log = new FaultLog(options.logger, [config.password]);
+    this.#layout = config.mode === "cluster"
+      ? new ClusterLayout(config.prefix, {
+        tenantBuckets: config.clusterTenantBuckets,
+        globalBuckets: config.clusterGlobalBuckets,
+      })
+      : new StandaloneLayout(config.prefix);
   }
 
   /** The key prefix, used exactly as configured. */
@@ -217,9 +237,27 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     if (this.#closed) return false;
     this.#scripts ??= await loadScriptSources();
     if (this.#clients.length === 0) {
-      const Client = await this.#loadClient();
       const tls = this.config.tls ? await tlsOptions(this.config) : undefined;
-      for (let i = 0; i < this.#poolSize; i++) this.#clients.push(this.#createClient(Client, tls));
+      if (this.#layout.clustered) {
+        const Cluster = await this.#loadClient(() => this.loadClusterClass());
+        for (let i = 0; i < this.#poolSize; i++) {
+          const cluster = this.#createClusterClient(Cluster, tls);
+          this.#clients.push(cluster);
+          this.#scriptClients.push(
+            clusterScriptClient(
+              cluster,
+              (promise, what) => withTimeout(promise, this.#timeoutMs, what),
+            ),
+          );
+        }
+      } else {
+        const Client = await this.#loadClient(() => this.loadClientClass());
+        for (let i = 0; i < this.#poolSize; i++) {
+          const client = this.#createClient(Client, tls);
+          this.#clients.push(client);
+          this.#scriptClients.push(client);
+        }
+      }
     }
     try {
       await withTimeout(
@@ -244,7 +282,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     if (this.#clients.length === 0) return false;
     try {
       const replies = await withTimeout(
-        Promise.all(this.#clients.map((client) => client.ping())),
+        Promise.all(this.#clients.flatMap((client) => this.#nodesOf(client).map((n) => n.ping()))),
         this.#timeoutMs,
         "health check",
       );
@@ -286,20 +324,22 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   /** Stores `value` and registers its key in one EVALSHA; `false` on a server fault. */
   async set(input: unknown, value: unknown, options?: SetOptions): Promise<boolean> {
     const companyId = normalizeCompanyId(options?.companyId);
-    const key = entryKey(this.config.prefix, this.name, hashInput(input), companyId);
+    const hash = hashInput(input);
+    const key = this.#layout.entryKey(this.name, hash, companyId);
     const text = serializeValue(value, this.#maxValueBytes);
     const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
-    return await this.#store(registryKey(this.config.prefix, companyId), [key], [text], ttlMs);
+    return await this.#store(this.#layout.registryKey(hash, companyId), [key], [text], ttlMs);
   }
 
   /** Deletes one entry and unregisters it; `true` when it existed. */
   async delete(input: unknown, options?: EntryOptions): Promise<boolean> {
     const companyId = normalizeCompanyId(options?.companyId);
-    const key = entryKey(this.config.prefix, this.name, hashInput(input), companyId);
+    const hash = hashInput(input);
+    const key = this.#layout.entryKey(this.name, hash, companyId);
     try {
       const deleted = await this.#run("delete_and_unregister", [
         key,
-        registryKey(this.config.prefix, companyId),
+        this.#layout.registryKey(hash, companyId),
       ], []);
       return deleted === 1;
     } catch (error) {
@@ -326,12 +366,14 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   ): Promise<(T | null)[]> {
     const companyId = normalizeCompanyId(options?.companyId);
     const keys = inputs.map((input) =>
-      entryKey(this.config.prefix, this.name, hashInput(input), companyId)
+      this.#layout.entryKey(this.name, hashInput(input), companyId)
     );
     if (keys.length === 0) return [];
     let texts: (string | null)[];
     try {
-      texts = await this.#pick().mget(...keys);
+      texts = this.#layout.clustered
+        ? await this.#mgetBySlot(keys)
+        : await this.#pick().mget(...keys);
     } catch (error) {
       this.#fault("getMany", error);
       return keys.map(() => null);
@@ -349,32 +391,39 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   ): Promise<boolean> {
     const companyId = normalizeCompanyId(options?.companyId);
     const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
-    const keys: string[] = [];
-    const texts: string[] = [];
+    // One group per registry: a scope standalone, a bucket (one slot) in a cluster.
+    const groups = new Map<string, { keys: string[]; texts: string[] }>();
     for (const entry of entries) {
       const [input, value] = entryPair(entry);
-      keys.push(entryKey(this.config.prefix, this.name, hashInput(input), companyId));
-      texts.push(serializeValue(value, this.#maxValueBytes));
+      const hash = hashInput(input);
+      const text = serializeValue(value, this.#maxValueBytes);
+      const registry = this.#layout.registryKey(hash, companyId);
+      let group = groups.get(registry);
+      if (!group) groups.set(registry, group = { keys: [], texts: [] });
+      group.keys.push(this.#layout.entryKey(this.name, hash, companyId));
+      group.texts.push(text);
     }
-    const registry = registryKey(this.config.prefix, companyId);
-    let ok = true;
-    for (let start = 0; start < keys.length; start += SET_MANY_CHUNK) {
-      const end = start + SET_MANY_CHUNK;
-      ok = await this.#store(registry, keys.slice(start, end), texts.slice(start, end), ttlMs) &&
-        ok;
-    }
-    return ok;
+    const results = await Promise.all([...groups].map(async ([registry, { keys, texts }]) => {
+      let ok = true;
+      for (let start = 0; start < keys.length; start += SET_MANY_CHUNK) {
+        const end = start + SET_MANY_CHUNK;
+        ok = await this.#store(registry, keys.slice(start, end), texts.slice(start, end), ttlMs) &&
+          ok;
+      }
+      return ok;
+    }));
+    return results.every(Boolean);
   }
 
   /** Deletes every entry of one tenant in bounded batches; returns the keys deleted. */
   async clearCompany(companyId: string | number): Promise<number> {
     const id = requireCompanyId(companyId);
-    return await this.#clearRegistries([registryKey(this.config.prefix, id)]);
+    return await this.#clearRegistries(this.#layout.scopeRegistries(id));
   }
 
   /** Deletes every entry stored without a tenant; returns the keys deleted. */
   async clearGlobal(): Promise<number> {
-    return await this.#clearRegistries([registryKey(this.config.prefix, undefined)]);
+    return await this.#clearRegistries(this.#layout.scopeRegistries(undefined));
   }
 
   /**
@@ -398,6 +447,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
           const [next, count] = await this.#run("prune_registry", [registry], [
             cursor,
             PRUNE_PAGE,
+            this.#clusterFlag(),
           ]) as [string, number];
           cursor = String(next);
           removed += count;
@@ -414,6 +464,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       await this.#run("set_and_register", [registry, ...keys], [
         ttlMs,
         this.#pruneSample,
+        this.#clusterFlag(),
         ...texts,
       ]);
       return true;
@@ -431,6 +482,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
           const [count, left] = await this.#run("clear_registry", [registry], [
             this.#clearBatch,
             this.config.prefix,
+            this.#clusterFlag(),
           ]) as [number, number];
           deleted += count;
           if (left === 0) break;
@@ -442,26 +494,26 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     return deleted;
   }
 
-  /** Every Set named `<prefix>registry:*`, found with SCAN; `null` on a server fault. */
+  /**
+   * Every Set named `<prefix>registry:*` that the layout treats as a registry, found with SCAN
+   * (on every master of a cluster); `null` on a server fault.
+   */
   async #scanRegistries(): Promise<string[] | null> {
     const pattern = `${globEscape(this.config.prefix)}registry:*`;
     const found = new Set<string>();
     try {
-      const client = this.#pick();
-      let cursor = "0";
-      do {
-        const [next, keys] = await client.scan(
-          cursor,
-          "MATCH",
-          pattern,
-          "COUNT",
-          SCAN_COUNT,
-          "TYPE",
-          "set",
-        );
-        cursor = next;
-        for (const key of keys) found.add(key);
-      } while (cursor !== "0");
+      for (const client of this.#nodesOf(this.#pick())) {
+        let cursor = "0";
+        do {
+          const [next, keys] = await withTimeout(
+            client.scan(cursor, "MATCH", pattern, "COUNT", SCAN_COUNT, "TYPE", "set"),
+            this.#timeoutMs,
+            "scan",
+          );
+          cursor = next;
+          for (const key of keys) if (this.#layout.isRegistry(key)) found.add(key);
+        } while (cursor !== "0");
+      }
     } catch (error) {
       this.#fault("scan", error);
       return null;
@@ -469,13 +521,36 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     return [...found];
   }
 
+  /** The connections to address one by one: the masters of a cluster, else the client. */
+  #nodesOf(client: ProtocolClient): ProtocolClient[] {
+    return this.#layout.clustered ? (client as ClusterClient).nodes("master") : [client];
+  }
+
+  /** The cluster flag of the scripts' member checks (see lua/clear_registry.lua). */
+  #clusterFlag(): string {
+    return this.#layout.clustered ? "1" : "0";
+  }
+
+  /**
+   * MGET per hash slot (a multi-key command must stay in one slot), replies in key order. A slot
+   * whose MGET fails (its master down) reads as misses; the others are still served.
+   */
+  async #mgetBySlot(keys: string[]): Promise<(string | null)[]> {
+    const client = this.#pick();
+    const texts: (string | null)[] = new Array(keys.length).fill(null);
+    await Promise.all([...groupBySlot(keys).values()].map(async (positions) => {
+      try {
+        const replies = await client.mget(...positions.map((i) => keys[i]));
+        positions.forEach((position, i) => texts[position] = replies[i]);
+      } catch (error) {
+        this.#fault("getMany", error);
+      }
+    }));
+    return texts;
+  }
+
   #key(input: unknown, companyId: string | number | undefined): string {
-    return entryKey(
-      this.config.prefix,
-      this.name,
-      hashInput(input),
-      normalizeCompanyId(companyId),
-    );
+    return this.#layout.entryKey(this.name, hashInput(input), normalizeCompanyId(companyId));
   }
 
   #parse<T>(text: string, key: string): T | null {
@@ -491,15 +566,19 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     // #scripts is set by connect(); a call before it finds no connection and faults anyway.
     const scripts = this.#scripts;
     if (!scripts) return Promise.reject(new Error("not connected: call connect() first"));
-    return runScript(this.#pick(), scripts[name], keys, args);
+    return runScript(this.#scriptClients[this.#pickIndex()], scripts[name], keys, args);
   }
 
   #pick(): ProtocolClient {
-    const clients = this.#clients;
-    if (clients.length === 1) return clients[0];
-    if (clients.length === 0) throw new Error("not connected: call connect() first");
-    this.#next = (this.#next + 1) % clients.length;
-    return clients[this.#next];
+    return this.#clients[this.#pickIndex()];
+  }
+
+  #pickIndex(): number {
+    const count = this.#clients.length;
+    if (count === 1) return 0;
+    if (count === 0) throw new Error("not connected: call connect() first");
+    this.#next = (this.#next + 1) % count;
+    return this.#next;
   }
 
   #fault(operation: string, error: unknown): void {
@@ -511,12 +590,13 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   }
 
   #where(): string {
+    if (this.#layout.clustered) return `cluster ${this.config.clusterNodes.join(",")}`;
     return `${this.config.host}:${this.config.port}/${this.config.db}`;
   }
 
-  async #loadClient(): Promise<ClientConstructor> {
+  async #loadClient<C>(load: () => Promise<C>): Promise<C> {
     try {
-      return await this.loadClientClass();
+      return await load();
     } catch (error) {
       throw new CacheDependencyError(
         `Cannot load the "${this.clientPackage}" package: install it (npm install ${this.clientPackage}) or pick another provider`,
@@ -572,6 +652,49 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     return client;
   }
 
+  #createClusterClient(
+    Cluster: ClusterConstructor,
+    tls: Record<string, unknown> | undefined,
+  ): ClusterClient {
+    const cluster = new Cluster(
+      seedNodes(this.config),
+      clusterOptions(this.config, this.#timeoutMs, tls),
+    );
+    this.#watches.push(watchDeadlines(
+      cluster as unknown as Parameters<typeof watchDeadlines>[0],
+      this.#timeoutMs,
+      (error) =>
+        this.#log.fault(
+          "stall",
+          `No reply from a node of ${this.#where()} within ${this.#timeoutMs} ms; served as a miss`,
+          error,
+        ),
+    ));
+    cluster.on(
+      "error",
+      (error) => this.#log.fault("connection", `Connection to ${this.#where()} failed`, error),
+    );
+    cluster.on("node error", (error, node) =>
+      this.#log.fault(
+        "connection",
+        `Connection to node ${String(node)} of ${this.#where()} failed`,
+        error,
+      ));
+    cluster.on("ready", () => this.#log.recovered("connection"));
+    // A node connection made after connect() (a new master after a reshard, a node that came
+    // back) may lack the scripts: register them when it is ready. NOSCRIPT is retried anyway.
+    cluster.on("+node", (node) => {
+      const scripts = this.#scripts;
+      if (!scripts) return;
+      (node as ProtocolClient).once("ready", () => {
+        registerScripts(node as ProtocolClient, scripts).catch((error) =>
+          this.#fault("script load", error)
+        );
+      });
+    });
+    return cluster;
+  }
+
   async #ready(client: ProtocolClient): Promise<void> {
     if (client.status === "wait") await client.connect();
     else if (client.status !== "ready") {
@@ -580,8 +703,13 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         client.once("end", () => reject(new Error("connection closed")));
       });
     }
-    await client.ping();
-    await registerScripts(client, this.#scripts!);
+    // Standalone: the client; cluster: every master (each has its own script cache).
+    await Promise.all(
+      this.#nodesOf(client).map(async (node) => {
+        await node.ping();
+        await registerScripts(node, this.#scripts!);
+      }),
+    );
   }
 }
 

@@ -5,6 +5,7 @@
  */
 
 import { RedisConfig } from "./config.ts";
+import type { ClusterConstructor } from "./cluster.ts";
 import { type ClientConstructor, type RedisCacheOptions, RedisProtocolCache } from "./provider.ts";
 
 /**
@@ -42,5 +43,11 @@ export class RedisCache extends RedisProtocolCache<RedisConfig> {
   protected async loadClientClass(): Promise<ClientConstructor> {
     const module = await import("ioredis");
     return module.Redis as unknown as ClientConstructor;
+  }
+
+  /** Loads ioredis's `Cluster` class (for `mode: "cluster"`). */
+  protected override async loadClusterClass(): Promise<ClusterConstructor> {
+    const module = await import("ioredis");
+    return module.Cluster as unknown as ClusterConstructor;
   }
 }

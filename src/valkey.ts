@@ -5,6 +5,7 @@
  */
 
 import { ValkeyConfig } from "./config.ts";
+import type { ClusterConstructor } from "./cluster.ts";
 import { type ClientConstructor, type RedisCacheOptions, RedisProtocolCache } from "./provider.ts";
 
 /**
@@ -43,5 +44,11 @@ export class ValkeyCache extends RedisProtocolCache<ValkeyConfig> {
   protected async loadClientClass(): Promise<ClientConstructor> {
     const module = await import("iovalkey");
     return module.Redis as unknown as ClientConstructor;
+  }
+
+  /** Loads iovalkey's `Cluster` class (for `mode: "cluster"`). */
+  protected override async loadClusterClass(): Promise<ClusterConstructor> {
+    const module = await import("iovalkey");
+    return module.Cluster as unknown as ClusterConstructor;
   }
 }

@@ -34,6 +34,8 @@ export interface TestCluster {
   nodeId(index: number): Promise<string>;
   /** The index of the node that serves `key`'s slot now. */
   nodeOf(key: string): Promise<number>;
+  /** For each of the 16384 slots, the index of the node serving it now (-1: none). */
+  slotOwners(): Promise<number[]>;
   /**
    * Moves `slots` slots from node `from` to node `to` with `--cluster reshard` (keys migrate
    * with them); resolves when the cli is done.
@@ -51,29 +53,10 @@ const CLUSTER_READY_MS = 30_000;
 
 /**
  * The hash slot of `key` (CRC16-XMODEM of the key, or of its `{hash tag}`, mod 16384), as the
- * cluster computes it; lets a test pick keys by slot without asking the server.
+ * cluster computes it; lets a test pick keys by slot without asking the server. The library's own
+ * implementation, which the cluster provider groups batches with.
  */
-export function keySlot(key: string): number {
-  const bytes = new TextEncoder().encode(key);
-  let start = 0;
-  let end = bytes.length;
-  const open = bytes.indexOf(0x7b); // {
-  if (open >= 0) {
-    const close = bytes.indexOf(0x7d, open + 1); // }
-    if (close > open + 1) {
-      start = open + 1;
-      end = close;
-    }
-  }
-  let crc = 0;
-  for (let i = start; i < end; i++) {
-    crc ^= bytes[i] << 8;
-    for (let bit = 0; bit < 8; bit++) {
-      crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
-    }
-  }
-  return crc % 16384;
-}
+export { keySlot } from "../src/slots.ts";
 
 /** Starts a cluster of `kind` (or returns a handle on the one REDIS_CLUSTER_NODES names). */
 export async function startCluster(
@@ -148,20 +131,29 @@ class SpawnedCluster implements TestCluster {
 
   async nodeOf(key: string): Promise<number> {
     const slot = Number(await this.nodes[0].cli("CLUSTER", "KEYSLOT", key));
-    const shards = await this.nodes[0].cli("CLUSTER", "NODES");
+    const owner = (await this.slotOwners())[slot];
+    if (owner === -1) {
+      throw new Error(`harness: no master serves slot ${slot} of ${JSON.stringify(key)}`);
+    }
+    return owner;
+  }
+
+  async slotOwners(): Promise<number[]> {
+    const owners: number[] = new Array(16384).fill(-1);
+    const alive = this.nodes.find((node) => node.external || node.pid !== undefined)!;
+    const shards = await alive.cli("CLUSTER", "NODES");
     for (const line of shards.split("\n")) {
       const fields = line.trim().split(" ");
       if (!fields[2]?.includes("master")) continue;
       const port = Number(fields[1].split("@")[0].split(":").pop());
+      const index = this.nodes.findIndex((node) => node.port === port);
       for (const range of fields.slice(8)) {
         if (range.startsWith("[")) continue; // a slot being migrated
         const [low, high = low] = range.split("-").map(Number);
-        if (slot >= low && slot <= high) {
-          return this.nodes.findIndex((node) => node.port === port);
-        }
+        for (let slot = low; slot <= high; slot++) owners[slot] = index;
       }
     }
-    throw new Error(`harness: no master serves slot ${slot} of ${JSON.stringify(key)}`);
+    return owners;
   }
 
   async reshard(from: number, to: number, slots: number): Promise<void> {
