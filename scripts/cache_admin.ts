@@ -37,6 +37,8 @@ import { ValkeyCache } from "../src/valkey.ts";
 const PROGRAM = "core-lib-cache-admin";
 /** Default: at most two progress lines a second. */
 const DEFAULT_PROGRESS_MS = 500;
+/** Registries `stats` counts at the same time. */
+const STATS_CONCURRENCY = 8;
 /** PINGs timed by `health`; the median is reported. */
 const PINGS = 5;
 
@@ -329,7 +331,12 @@ async function run(invocation: Invocation, env: EnvRecord, io: Io): Promise<numb
     }
     if (error instanceof Unreachable) {
       if (invocation.json) {
-        io.stdout(json({ ok: false, backend: error.backend, address: address(error.config) }));
+        io.stdout(json({
+          ok: false,
+          backend: error.backend,
+          address: address(error.config),
+          error: error.message,
+        }));
       }
       io.stderr(`${PROGRAM}: ${error.message}\n${indent(faults)}`);
       return EXIT_FAULT;
@@ -465,9 +472,15 @@ async function stats({ provider, invocation, io }: Context): Promise<number> {
   const scripts = await loadScriptSources();
   const registries = await scanRegistries(client, prefix);
   const counts: RegistryCounts[] = [];
-  for (const registry of registries) {
-    counts.push(await countRegistry(client, scripts.count_live_members, prefix, registry));
-  }
+  // A few registries at a time: thousands of tenants take round trips, not one long call.
+  let next = 0;
+  const worker = async () => {
+    while (next < registries.length) {
+      const registry = registries[next++];
+      counts.push(await countRegistry(client, scripts.count_live_members, prefix, registry));
+    }
+  };
+  await Promise.all(Array.from({ length: STATS_CONCURRENCY }, worker));
   counts.sort(compareScopes);
   const totals = {
     scopes: counts.length,
@@ -500,9 +513,7 @@ async function stats({ provider, invocation, io }: Context): Promise<number> {
   text += row(
     totals.members,
     totals.live,
-    `total (${totals.scopes} scope${totals.scopes === 1 ? "" : "s"}, ${totals.tenants} tenant${
-      totals.tenants === 1 ? "" : "s"
-    })`,
+    `total (${count(totals.scopes, "scope")}, ${count(totals.tenants, "tenant")})`,
   );
   io.stdout(text);
   return EXIT_OK;
@@ -517,7 +528,7 @@ async function clear({ provider, invocation, io, faults }: Context): Promise<num
     lastReport = now;
     const seconds = (now - started) / 1000;
     const rate = seconds > 0 ? Math.round(deleted / seconds) : deleted;
-    io.stderr(`clear: ${deleted} keys deleted so far (${rate} keys/s)\n`);
+    io.stderr(`clear: ${count(deleted, "key")} deleted so far (${rate} keys/s)\n`);
   };
   const scope = invocation.scope!;
   const deleted = scope === "all"
@@ -535,7 +546,9 @@ async function clear({ provider, invocation, io, faults }: Context): Promise<num
       io.stdout(json({ ok: false, scope, companyId: invocation.companyId, deleted }));
     }
     io.stderr(
-      `${PROGRAM}: clear stopped by a server fault after deleting ${deleted} keys ${what}\n` +
+      `${PROGRAM}: clear stopped by a server fault after deleting ${
+        count(deleted, "key")
+      } ${what}\n` +
         indent(faults),
     );
     return EXIT_FAULT;
@@ -543,7 +556,7 @@ async function clear({ provider, invocation, io, faults }: Context): Promise<num
   if (invocation.json) {
     io.stdout(json({ ok: true, scope, companyId: invocation.companyId, deleted }));
   } else {
-    io.stdout(`deleted ${deleted} ${deleted === 1 ? "key" : "keys"} ${what}\n`);
+    io.stdout(`deleted ${count(deleted, "key")} ${what}\n`);
   }
   return EXIT_OK;
 }
@@ -553,7 +566,7 @@ async function prune({ provider, invocation, io, faults }: Context): Promise<num
   if (faults.length > 0) {
     if (invocation.json) io.stdout(json({ ok: false, removed }));
     io.stderr(
-      `${PROGRAM}: prune stopped by a server fault after removing ${removed} members\n` +
+      `${PROGRAM}: prune stopped by a server fault after removing ${count(removed, "member")}\n` +
         indent(faults),
     );
     return EXIT_FAULT;
@@ -561,7 +574,7 @@ async function prune({ provider, invocation, io, faults }: Context): Promise<num
   if (invocation.json) io.stdout(json({ ok: true, removed }));
   else {
     io.stdout(
-      `removed ${removed} registry ${removed === 1 ? "member" : "members"} whose key was gone\n`,
+      `removed ${count(removed, "registry member")} whose key was gone\n`,
     );
   }
   return EXIT_OK;
@@ -615,6 +628,11 @@ function parseInfo(text: string): Record<string, string> {
     if (colon > 0 && !line.startsWith("#")) fields[line.slice(0, colon)] = line.slice(colon + 1);
   }
   return fields;
+}
+
+/** `1 key`, `2 keys`. */
+function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
 function json(value: unknown): string {

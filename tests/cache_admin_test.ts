@@ -47,8 +47,15 @@ function baseEnv(): Record<string, string> {
   return env;
 }
 
-/** Runs the CLI with `args` and exactly `env` (plus the runtime's own variables). */
-function admin(args: string[], env: Record<string, string> = {}): Promise<Run> {
+/**
+ * Runs the CLI with `args` and exactly `env` (plus the runtime's own variables); `onStderr` sees
+ * stderr as it arrives.
+ */
+function admin(
+  args: string[],
+  env: Record<string, string> = {},
+  onStderr?: (stderrSoFar: string) => void,
+): Promise<Run> {
   const argv = IS_DENO
     ? ["run", "--allow-net", "--allow-env", "--allow-read", CLI, ...args]
     : [CLI, ...args];
@@ -62,7 +69,10 @@ function admin(args: string[], env: Record<string, string> = {}): Promise<Run> {
     let stdout = "";
     let stderr = "";
     child.stdout!.setEncoding("utf8").on("data", (chunk: string) => stdout += chunk);
-    child.stderr!.setEncoding("utf8").on("data", (chunk: string) => stderr += chunk);
+    child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
+      stderr += chunk;
+      onStderr?.(stderr);
+    });
     const timer = setTimeout(() => child.kill("SIGKILL"), RUN_TIMEOUT_MS);
     child.once("error", (error) => {
       clearTimeout(timer);
@@ -93,7 +103,7 @@ function envName(server: TestServer | { kind: string }, suffix: string): string 
 /** Progress lines of a clear on stderr: the running counts. */
 function progressCounts(stderr: string): number[] {
   return stderr.split("\n").filter((line) => line.startsWith("clear: ")).map((line) => {
-    const match = line.match(/^clear: (\d+) keys deleted so far \((\d+) keys\/s\)$/);
+    const match = line.match(/^clear: (\d+) keys? deleted so far \((\d+) keys\/s\)$/);
     assert.ok(match, `malformed progress line: ${JSON.stringify(line)}`);
     return Number(match[1]);
   });
@@ -427,6 +437,50 @@ for (const kind of KINDS) {
       for (let i = 1; i < lines.length; i++) assert.ok(lines[i] > lines[i - 1]);
       assert.ok(lines.every((count) => count > 0 && count < 20_000));
       assert.equal(await server.cli("DBSIZE"), "0");
+    });
+
+    it("clear: a server killed mid-clear ends it with exit 1 and the count so far", async (t) => {
+      if (server.external) return t.skip("needs a server the harness can kill");
+      const doomed = await startServer(kind);
+      const filler = cacheFor(doomed);
+      try {
+        assert.equal(await filler.connect(), true);
+        const entries: [number, number][] = [];
+        for (let i = 0; i < 20_000; i++) entries.push([i, i]);
+        assert.equal(await filler.setMany(entries, { companyId: "big" }), true);
+        await filler.close();
+        let killing: Promise<void> | undefined;
+        const run = await admin(
+          [
+            "clear",
+            "--scope",
+            "company",
+            "--company-id",
+            "big",
+            "--batch-size",
+            "10",
+            "--progress-interval",
+            "0",
+          ],
+          serverEnv(doomed, { [envName(doomed, "TIMEOUT")]: "2" }),
+          (stderr) => {
+            if (stderr.includes("deleted so far")) killing ??= doomed.kill();
+          },
+        );
+        await killing;
+        assert.equal(run.code, 1, show(run));
+        assert.equal(run.stdout, "", show(run));
+        const match = run.stderr.match(
+          /clear stopped by a server fault after deleting (\d+) keys? of tenant big\n/,
+        );
+        assert.ok(match, show(run));
+        const deleted = Number(match[1]);
+        assert.ok(deleted > 0 && deleted < 20_000, show(run));
+        assert.equal(deleted, progressCounts(run.stderr).at(-1), show(run));
+      } finally {
+        await filler.close();
+        await doomed.stop();
+      }
     });
 
     it("provider clears report the running count; a throwing onProgress is ignored", async () => {
