@@ -8,14 +8,7 @@
 
 import type { RedisConfig } from "./config.ts";
 import { CacheConfigError, CacheDependencyError, CacheInputError } from "./errors.ts";
-import {
-  entryKey,
-  globEscape,
-  hashInput,
-  normalizeCompanyId,
-  registryKey,
-  requireCompanyId,
-} from "./keys.ts";
+import { entryKey, hashInput, normalizeCompanyId, registryKey, requireCompanyId } from "./keys.ts";
 import { type CacheLogger, FaultLog } from "./log.ts";
 import {
   loadScriptSources,
@@ -26,8 +19,9 @@ import {
   type ScriptName,
 } from "./scripts.ts";
 import { readTextFile } from "./runtime.ts";
+import { scanRegistries } from "./registries.ts";
 import { type StallWatch, watchStalls } from "./stall_watch.ts";
-import type { CacheBackend, EntryOptions, SetOptions } from "./types.ts";
+import type { CacheBackend, ClearOptions, EntryOptions, SetOptions } from "./types.ts";
 import {
   DEFAULT_MAX_VALUE_BYTES,
   entryPair,
@@ -133,7 +127,6 @@ export interface ProtocolClient extends ScriptClient {
 export type ClientConstructor = new (options: Record<string, unknown>) => ProtocolClient;
 
 const SET_MANY_CHUNK = 1000;
-const SCAN_COUNT = 1000;
 const PRUNE_PAGE = 500;
 
 /**
@@ -366,24 +359,27 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     return ok;
   }
 
-  /** Deletes every entry of one tenant in bounded batches; returns the keys deleted. */
-  async clearCompany(companyId: string | number): Promise<number> {
+  /**
+   * Deletes every entry of one tenant in bounded batches; returns the keys deleted.
+   * `options.onProgress` receives the running count after each batch.
+   */
+  async clearCompany(companyId: string | number, options?: ClearOptions): Promise<number> {
     const id = requireCompanyId(companyId);
-    return await this.#clearRegistries([registryKey(this.config.prefix, id)]);
+    return await this.#clearRegistries([registryKey(this.config.prefix, id)], options);
   }
 
   /** Deletes every entry stored without a tenant; returns the keys deleted. */
-  async clearGlobal(): Promise<number> {
-    return await this.#clearRegistries([registryKey(this.config.prefix, undefined)]);
+  async clearGlobal(options?: ClearOptions): Promise<number> {
+    return await this.#clearRegistries([registryKey(this.config.prefix, undefined)], options);
   }
 
   /**
    * Deletes every registered entry under this prefix, tenants and global, including registries
    * written by the Python original; touches no key outside the prefix.
    */
-  async clearAll(): Promise<number> {
+  async clearAll(options?: ClearOptions): Promise<number> {
     const registries = await this.#scanRegistries();
-    return registries === null ? 0 : await this.#clearRegistries(registries);
+    return registries === null ? 0 : await this.#clearRegistries(registries, options);
   }
 
   /** Walks every registry and removes members whose key is gone; returns how many. */
@@ -423,7 +419,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     }
   }
 
-  async #clearRegistries(registries: string[]): Promise<number> {
+  async #clearRegistries(registries: string[], options?: ClearOptions): Promise<number> {
+    const onProgress = options?.onProgress;
     let deleted = 0;
     try {
       for (const registry of registries) {
@@ -433,6 +430,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
             this.config.prefix,
           ]) as [number, number];
           deleted += count;
+          if (onProgress) reportProgress(onProgress, deleted);
           if (left === 0) break;
         }
       }
@@ -444,29 +442,12 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
 
   /** Every Set named `<prefix>registry:*`, found with SCAN; `null` on a server fault. */
   async #scanRegistries(): Promise<string[] | null> {
-    const pattern = `${globEscape(this.config.prefix)}registry:*`;
-    const found = new Set<string>();
     try {
-      const client = this.#pick();
-      let cursor = "0";
-      do {
-        const [next, keys] = await client.scan(
-          cursor,
-          "MATCH",
-          pattern,
-          "COUNT",
-          SCAN_COUNT,
-          "TYPE",
-          "set",
-        );
-        cursor = next;
-        for (const key of keys) found.add(key);
-      } while (cursor !== "0");
+      return await scanRegistries(this.#pick(), this.config.prefix);
     } catch (error) {
       this.#fault("scan", error);
       return null;
     }
-    return [...found];
   }
 
   #key(input: unknown, companyId: string | number | undefined): string {
@@ -599,6 +580,15 @@ async function tlsOptions(config: RedisConfig): Promise<Record<string, unknown>>
     }
   }
   return options;
+}
+
+/** Calls a progress callback; its errors are ignored, so they can never cut a clear short. */
+function reportProgress(onProgress: (deleted: number) => void, deleted: number): void {
+  try {
+    onProgress(deleted);
+  } catch {
+    // The clear goes on: a failing progress display must not leave a tenant half-cleared.
+  }
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
