@@ -65,7 +65,7 @@ export {
   CacheInputError,
   CacheSerializationError,
 } from "./src/errors.ts";
-export type { CacheBackend, EntryOptions, SetOptions } from "./src/types.ts";
+export type { CacheBackend, ClearOptions, EntryOptions, SetOptions } from "./src/types.ts";
 export type { CacheLogger } from "./src/log.ts";
 export type { ScriptClient } from "./src/scripts.ts";
 export type { ClusterClient, ClusterConstructor } from "./src/cluster.ts";

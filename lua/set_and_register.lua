@@ -5,15 +5,11 @@
   samples keys, so a registry stays within a small factor of its live entries.
 
   KEYS[1]        the scope's registry (a Set): <prefix>registry:tenant:<companyId> or
-                 <prefix>registry:global (in a cluster, the registry of the entries' bucket,
-                 which shares their hash tag)
+                 <prefix>registry:global
   KEYS[2..n+1]   the n entry keys to store
   ARGV[1]        TTL in milliseconds; "0" stores without expiry
   ARGV[2]        how many random registry members to sample for pruning ("0" disables it)
-  ARGV[3]        "1" in a cluster: a sampled member whose hash tag is not the registry's (a key of
-                 another slot, added by hand) is dropped from the registry without being read,
-                 since a script may only touch keys of its own slot; "0" standalone
-  ARGV[4..n+3]   the n values (JSON text), in the order of KEYS[2..n+1]
+  ARGV[3..n+2]   the n values (JSON text), in the order of KEYS[2..n+1]
 
   Returns: the number of entries stored.
 ]]
@@ -23,38 +19,15 @@ local sample = tonumber(ARGV[2])
 
 for i = 2, #KEYS do
   if ttl > 0 then
-    redis.call("SET", KEYS[i], ARGV[i + 2], "PX", ttl)
+    redis.call("SET", KEYS[i], ARGV[i + 1], "PX", ttl)
   else
-    redis.call("SET", KEYS[i], ARGV[i + 2])
+    redis.call("SET", KEYS[i], ARGV[i + 1])
   end
 end
 redis.call("SADD", registry, unpack(KEYS, 2))
 
 if sample > 0 then
   local members = redis.call("SRANDMEMBER", registry, sample)
-  if ARGV[3] == "1" and #members > 0 then
-    -- The hash tag as the cluster reads it: from the first "{" to the first "}" after it.
-    local function hash_tag(key)
-      local open = string.find(key, "{", 1, true)
-      if open then
-        local close = string.find(key, "}", open + 1, true)
-        if close and close > open + 1 then
-          return string.sub(key, open + 1, close - 1)
-        end
-      end
-      return nil
-    end
-    local tag = hash_tag(registry)
-    local local_members = {}
-    for _, member in ipairs(members) do
-      if tag ~= nil and hash_tag(member) == tag then
-        local_members[#local_members + 1] = member
-      else
-        redis.call("SREM", registry, member)
-      end
-    end
-    members = local_members
-  end
   -- One EXISTS over the whole sample settles the common case (all alive; SRANDMEMBER with a
   -- positive count returns distinct members); only a sample with dead members is walked.
   if #members > 0 and redis.call("EXISTS", unpack(members)) < #members then

@@ -14,7 +14,7 @@
  */
 
 import { existsSync } from "node:fs";
-import { copyFile, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -26,6 +26,12 @@ export const NPM_DIR: string = join(ROOT, "npm");
 export const TOOLS_DIR: string = join(ROOT, ".tools");
 /** The npm package's name. */
 export const PACKAGE_NAME = "core-lib-cache";
+/** The admin CLI: its bin name, its source and where the build puts it (relative to `npm/`). */
+export const ADMIN_BIN = {
+  name: "core-lib-cache-admin",
+  source: "scripts/cache_admin.ts",
+  output: "scripts/cache_admin.js",
+} as const;
 
 /** The compiler, pinned to the TypeScript version Deno 2.9 bundles. */
 const TYPESCRIPT = "typescript@~6.0.3";
@@ -242,6 +248,21 @@ async function checkOutput(): Promise<void> {
   if (problems.length > 0) throw new Error(`Bad npm output:\n${problems.join("\n")}`);
 }
 
+/**
+ * Makes the compiled admin CLI a Node executable: its Deno shebang (kept by tsc) becomes
+ * `#!/usr/bin/env node`, on the same line so the source map stays right, and it gets mode 755.
+ */
+async function makeBin(): Promise<void> {
+  const path = join(NPM_DIR, ADMIN_BIN.output);
+  const lines = (await readFile(path, "utf8")).split("\n");
+  if (!lines[0].startsWith("#!")) throw new Error(`${ADMIN_BIN.output} has no shebang line`);
+  lines[0] = "#!/usr/bin/env node";
+  await writeFile(path, lines.join("\n"));
+  await chmod(path, 0o755);
+  // The CLI is not an importable module of the package: no declarations for it.
+  await rm(join(NPM_DIR, ADMIN_BIN.output.replace(/\.js$/, ".d.ts")), { force: true });
+}
+
 /** The npm package's package.json. */
 async function packageJson(): Promise<Record<string, unknown>> {
   const deno = await readDenoJson();
@@ -259,7 +280,18 @@ async function packageJson(): Promise<Record<string, unknown>> {
       "./package.json": "./package.json",
     },
     types: "./mod.d.ts",
-    files: ["mod.js", "mod.js.map", "mod.d.ts", "src/", "lua/", "README.md", "LICENSE"],
+    bin: { [ADMIN_BIN.name]: `./${ADMIN_BIN.output}` },
+    files: [
+      "mod.js",
+      "mod.js.map",
+      "mod.d.ts",
+      "src/",
+      "lua/",
+      ADMIN_BIN.output,
+      `${ADMIN_BIN.output}.map`,
+      "README.md",
+      "LICENSE",
+    ],
     sideEffects: false,
     engines: { node: ">=20" },
     peerDependencies: Object.fromEntries(CLIENT_PACKAGES.map((name) => [name, ranges[name]])),
@@ -273,14 +305,15 @@ async function packageJson(): Promise<Record<string, unknown>> {
 export async function buildNpm(): Promise<void> {
   await ensureTools();
   await cleanNpmDir();
-  console.log("Compiling mod.ts and src/ with tsc into npm/");
+  console.log(`Compiling mod.ts, src/ and ${ADMIN_BIN.source} with tsc into npm/`);
   await compile(
     "tsconfig.npm.json",
     // The shipped maps carry their sources: the .ts files are not in the package.
     { ...compilerOptions(NPM_DIR), inlineSources: true },
-    ["mod.ts", "src/*.ts"],
+    ["mod.ts", "src/*.ts", ADMIN_BIN.source],
   );
   await fixOutput();
+  await makeBin();
   // src/scripts.ts reads `../lua/<name>.lua` relative to itself: npm/src/scripts.js -> npm/lua/.
   await mkdir(join(NPM_DIR, "lua"));
   for (const file of await readdir(join(ROOT, "lua"))) {

@@ -9,6 +9,8 @@
  * 4. Ask for the valkey provider: without iovalkey it must be a CacheDependencyError that says
  *    `npm install iovalkey`.
  * 5. Type-check a TypeScript consumer of the installed package (`exports` → `types`).
+ * 6. Run the admin CLI bin: `npx core-lib-cache-admin --help`, then `health`, `stats` and
+ *    `clear --scope all` through `node_modules/.bin/core-lib-cache-admin` against the server.
  *
  * Everything happens in a temp dir that is removed afterwards, as is the server.
  *
@@ -20,6 +22,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServer, type TestServer } from "../tests/harness.ts";
 import {
+  ADMIN_BIN,
   capture,
   installedVersion,
   NPM_DIR,
@@ -50,6 +53,8 @@ const REQUIRED = [
   "lua/delete_and_unregister.lua",
   "lua/clear_registry.lua",
   "lua/prune_registry.lua",
+  "lua/count_live_members.lua",
+  ADMIN_BIN.output,
 ];
 
 function check(condition: unknown, message: string): asserts condition {
@@ -88,12 +93,22 @@ function baseEnv(): Record<string, string> {
 }
 
 /** Runs `node args` in `cwd` with exactly `env` (plus PATH/HOME); returns stdout + stderr. */
-async function node(
+function node(
   cwd: string,
   args: string[],
   env: Record<string, string> = {},
 ): Promise<{ code: number; out: string }> {
-  const { code, stdout, stderr } = await new Deno.Command("node", {
+  return exec("node", cwd, args, env);
+}
+
+/** Runs `cmd args` in `cwd` with exactly `env` (plus PATH/HOME); returns stdout + stderr. */
+async function exec(
+  cmd: string,
+  cwd: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; out: string }> {
+  const { code, stdout, stderr } = await new Deno.Command(cmd, {
     args,
     cwd,
     env: { ...baseEnv(), ...env },
@@ -173,6 +188,45 @@ export async function demo(): Promise<string | null> {
 }
 `;
 
+/** The admin CLI, installed as the package's bin, against the server. */
+async function adminBin(app: string, server: TestServer, env: Record<string, string>) {
+  const help = await exec("npx", app, ["--no-install", ADMIN_BIN.name, "--help"]);
+  check(
+    help.code === 0 && help.out.includes(`Usage: ${ADMIN_BIN.name}`),
+    `npx ${ADMIN_BIN.name} --help:\n${help.out}`,
+  );
+  console.log(`ok   npx ${ADMIN_BIN.name} --help`);
+
+  const bin = join(app, "node_modules", ".bin", ADMIN_BIN.name);
+  await server.cli("FLUSHDB");
+  const example = await node(app, ["node_example.mjs"], env);
+  check(example.code === 0, `node_example.mjs before the admin CLI:\n${example.out}`);
+  const health = await exec(bin, app, ["health"], env);
+  check(
+    health.code === 0 && health.out.startsWith("healthy: redis "),
+    `${ADMIN_BIN.name} health:\n${health.out}`,
+  );
+  console.log(`ok   ${ADMIN_BIN.name} health: ${health.out.trim()}`);
+  const stats = await exec(bin, app, ["stats", "--json"], env);
+  check(stats.code === 0, `${ADMIN_BIN.name} stats --json:\n${stats.out}`);
+  const scopes = JSON.parse(stats.out).scopes as { companyId?: string; live: number }[];
+  const acme = scopes.find((scope) => scope.companyId === "acme");
+  check(acme && acme.live > 0, `${ADMIN_BIN.name} stats shows no live tenant acme:\n${stats.out}`);
+  const clear = await exec(bin, app, ["clear", "--scope", "all"], env);
+  check(
+    clear.code === 0 && /^deleted [1-9]\d* keys? in every scope$/.test(clear.out.trim()),
+    `${ADMIN_BIN.name} clear --scope all:\n${clear.out}`,
+  );
+  const left = await server.cli("KEYS", "cache:*");
+  check(left === "", `keys left after clear --scope all: ${left}`);
+  const unreachable = await exec(bin, app, ["health"], { ...env, REDIS_PORT: "1" });
+  check(unreachable.code === 1, `${ADMIN_BIN.name} health on port 1:\n${unreachable.out}`);
+  console.log(
+    `ok   ${ADMIN_BIN.name} stats (tenant acme: ${acme.live} live), ${clear.out.trim()}, ` +
+      "exit 1 when unreachable",
+  );
+}
+
 async function main(): Promise<void> {
   const ranges = await peerRanges();
   const temp = await mkdtemp(join(tmpdir(), "core-lib-cache-smoke-"));
@@ -247,6 +301,8 @@ async function main(): Promise<void> {
       "consumer.ts",
     ], { cwd: app });
     console.log("ok   a TypeScript consumer type-checks against the installed types (NodeNext)");
+
+    await adminBin(app, server, env);
     console.log(`smoke test passed; tarball ${packed.filename}: ${packed.size} bytes`);
   } finally {
     await server?.stop();

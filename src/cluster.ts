@@ -9,13 +9,19 @@
 
 import type { RedisConfig } from "./config.ts";
 import type { ProtocolClient } from "./provider.ts";
-import type { ScriptClient } from "./scripts.ts";
+import type { ScriptClient, ScriptName } from "./scripts.ts";
 import { keySlot } from "./slots.ts";
 
 /** A cluster client of ioredis or iovalkey (`Cluster`), as the provider drives it. */
 export interface ClusterClient extends ProtocolClient {
   /** The connections to the nodes of one role (each a standalone client). */
   nodes(role?: "all" | "master" | "slave"): ProtocolClient[];
+  /** SRANDMEMBER with a count. */
+  srandmember(key: string, count: number): Promise<string[]>;
+  /** SREM. */
+  srem(key: string, ...members: string[]): Promise<number>;
+  /** SSCAN with COUNT. */
+  sscan(key: string, cursor: string, ...args: (string | number)[]): Promise<[string, string[]]>;
 }
 
 /** Constructs a cluster client of one library (ioredis or iovalkey `Cluster`). */
@@ -133,4 +139,102 @@ export function groupBySlot(keys: readonly string[]): Map<number, number[]> {
     else groups.set(slot, [i]);
   }
   return groups;
+}
+
+/** What the cluster registry walks need from the provider. */
+export interface RegistryWalk {
+  /** The cluster client. */
+  client: ClusterClient;
+  /** Runs a script by EVALSHA (with the provider's NOSCRIPT handling). */
+  run(name: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown>;
+  /** The key prefix every member must start with. */
+  prefix: string;
+}
+
+/**
+ * Splits registry members into those of the registry's slot (which a script may declare with
+ * it) and foreign ones (keys of other slots, added by hand), which are dropped from the registry
+ * with a plain SREM and their keys left alone.
+ */
+async function localMembers(walk: RegistryWalk, registry: string, members: string[]) {
+  const slot = keySlot(registry);
+  const local = members.filter((member) => keySlot(member) === slot);
+  if (local.length < members.length) {
+    await walk.client.srem(registry, ...members.filter((member) => keySlot(member) !== slot));
+  }
+  return local;
+}
+
+/**
+ * Clears one registry of a cluster in batches: SRANDMEMBER reads up to `batch` members, and
+ * `clear_members` deletes them with every key declared (see lua/clear_members.lua), until the
+ * registry is empty.
+ *
+ * @param walk The client, script runner and prefix.
+ * @param registry The registry key.
+ * @param batch How many members one script call deletes.
+ * @param onBatch Told the keys each batch deleted.
+ */
+export async function clearClusterRegistry(
+  walk: RegistryWalk,
+  registry: string,
+  batch: number,
+  onBatch: (deleted: number) => void,
+): Promise<void> {
+  for (;;) {
+    const members = await walk.client.srandmember(registry, batch);
+    if (members.length === 0) return;
+    const local = await localMembers(walk, registry, members);
+    if (local.length === 0) continue;
+    const [deleted] = await walk.run("clear_members", [registry, ...local], [
+      walk.prefix,
+    ]) as [number, number];
+    onBatch(deleted);
+  }
+}
+
+/**
+ * Prunes one registry of a cluster: SSCAN pages, each checked by `prune_members` with the
+ * members declared as keys.
+ *
+ * @param walk The client, script runner and prefix.
+ * @param registry The registry key.
+ * @param page The SSCAN COUNT hint.
+ * @returns How many members were removed.
+ */
+export async function pruneClusterRegistry(
+  walk: RegistryWalk,
+  registry: string,
+  page: number,
+): Promise<number> {
+  let removed = 0;
+  let cursor = "0";
+  do {
+    const [next, members] = await walk.client.sscan(registry, cursor, "COUNT", page);
+    cursor = next;
+    const local = await localMembers(walk, registry, members);
+    if (local.length > 0) {
+      removed += Number(await walk.run("prune_members", [registry, ...local], []));
+    }
+  } while (cursor !== "0");
+  return removed;
+}
+
+/**
+ * Prunes a random sample of one registry of a cluster (what set_and_register's sampling does on
+ * a single server, where a script may read undeclared keys).
+ *
+ * @param walk The client, script runner and prefix.
+ * @param registry The registry key.
+ * @param count How many members to sample.
+ * @returns How many members were removed.
+ */
+export async function sampleClusterRegistry(
+  walk: RegistryWalk,
+  registry: string,
+  count: number,
+): Promise<number> {
+  const members = await walk.client.srandmember(registry, count);
+  const local = await localMembers(walk, registry, members);
+  return local.length === 0 ? 0 : Number(await walk.run("prune_members", [registry, ...local], []));
 }

@@ -7,7 +7,7 @@
 import { CacheInputError } from "./errors.ts";
 import { entryKey, hashInput, normalizeCompanyId, registryKey, requireCompanyId } from "./keys.ts";
 import type { CacheLogger } from "./log.ts";
-import type { CacheBackend, EntryOptions, SetOptions } from "./types.ts";
+import type { CacheBackend, ClearOptions, EntryOptions, SetOptions } from "./types.ts";
 import {
   DEFAULT_MAX_VALUE_BYTES,
   entryPair,
@@ -189,19 +189,22 @@ export class MemoryCache implements CacheBackend {
     return true;
   }
 
-  /** Deletes every entry of one tenant; returns how many were deleted. */
-  async clearCompany(companyId: string | number): Promise<number> {
+  /**
+   * Deletes every entry of one tenant; returns how many were deleted. It clears in one step, so
+   * it never calls `onProgress`.
+   */
+  async clearCompany(companyId: string | number, _options?: ClearOptions): Promise<number> {
     const id = requireCompanyId(companyId);
     return this.#clear(registryKey(this.prefix, id));
   }
 
   /** Deletes every entry stored without a tenant; returns how many were deleted. */
-  async clearGlobal(): Promise<number> {
+  async clearGlobal(_options?: ClearOptions): Promise<number> {
     return this.#clear(registryKey(this.prefix, undefined));
   }
 
   /** Deletes every entry of every scope; returns how many were deleted. */
-  async clearAll(): Promise<number> {
+  async clearAll(_options?: ClearOptions): Promise<number> {
     let deleted = 0;
     for (const registry of [...this.#registries.keys()]) deleted += this.#clear(registry);
     return deleted;

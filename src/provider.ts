@@ -8,13 +8,17 @@
 
 import type { RedisConfig } from "./config.ts";
 import { CacheConfigError, CacheDependencyError, CacheInputError } from "./errors.ts";
-import { globEscape, hashInput, normalizeCompanyId, requireCompanyId } from "./keys.ts";
+import { hashInput, normalizeCompanyId, requireCompanyId } from "./keys.ts";
 import {
+  clearClusterRegistry,
   type ClusterClient,
   type ClusterConstructor,
   clusterOptions,
   clusterScriptClient,
   groupBySlot,
+  pruneClusterRegistry,
+  type RegistryWalk,
+  sampleClusterRegistry,
   seedNodes,
 } from "./cluster.ts";
 import { watchDeadlines } from "./deadline_watch.ts";
@@ -29,8 +33,9 @@ import {
   type ScriptName,
 } from "./scripts.ts";
 import { readTextFile } from "./runtime.ts";
+import { scanRegistries } from "./registries.ts";
 import { type StallWatch, watchStalls } from "./stall_watch.ts";
-import type { CacheBackend, EntryOptions, SetOptions } from "./types.ts";
+import type { CacheBackend, ClearOptions, EntryOptions, SetOptions } from "./types.ts";
 import {
   DEFAULT_MAX_VALUE_BYTES,
   entryPair,
@@ -136,8 +141,8 @@ export interface ProtocolClient extends ScriptClient {
 export type ClientConstructor = new (options: Record<string, unknown>) => ProtocolClient;
 
 const SET_MANY_CHUNK = 1000;
-const SCAN_COUNT = 1000;
 const PRUNE_PAGE = 500;
+const CLUSTER_SAMPLE_EVERY = 16;
 
 /**
  * The Redis-protocol provider. Use `RedisCache` or `ValkeyCache`; this base only holds what they
@@ -160,6 +165,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   #clients: ProtocolClient[] = [];
   /** What runs the scripts of `#clients[i]`: the client itself, or a cluster script client. */
   #scriptClients: ScriptClient[] = [];
+  /** Writes so far, for the cluster's sampled registry pruning. */
+  #writes = 0;
   #watches: StallWatch[] = [];
   #next = 0;
   #scripts: Record<ScriptName, Script> | undefined;
@@ -415,24 +422,27 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     return results.every(Boolean);
   }
 
-  /** Deletes every entry of one tenant in bounded batches; returns the keys deleted. */
-  async clearCompany(companyId: string | number): Promise<number> {
+  /**
+   * Deletes every entry of one tenant in bounded batches; returns the keys deleted.
+   * `options.onProgress` receives the running count after each batch.
+   */
+  async clearCompany(companyId: string | number, options?: ClearOptions): Promise<number> {
     const id = requireCompanyId(companyId);
-    return await this.#clearRegistries(this.#layout.scopeRegistries(id));
+    return await this.#clearRegistries(this.#layout.scopeRegistries(id), options);
   }
 
   /** Deletes every entry stored without a tenant; returns the keys deleted. */
-  async clearGlobal(): Promise<number> {
-    return await this.#clearRegistries(this.#layout.scopeRegistries(undefined));
+  async clearGlobal(options?: ClearOptions): Promise<number> {
+    return await this.#clearRegistries(this.#layout.scopeRegistries(undefined), options);
   }
 
   /**
    * Deletes every registered entry under this prefix, tenants and global, including registries
    * written by the Python original; touches no key outside the prefix.
    */
-  async clearAll(): Promise<number> {
+  async clearAll(options?: ClearOptions): Promise<number> {
     const registries = await this.#scanRegistries();
-    return registries === null ? 0 : await this.#clearRegistries(registries);
+    return registries === null ? 0 : await this.#clearRegistries(registries, options);
   }
 
   /** Walks every registry and removes members whose key is gone; returns how many. */
@@ -442,12 +452,15 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     let removed = 0;
     try {
       for (const registry of registries) {
+        if (this.#layout.clustered) {
+          removed += await pruneClusterRegistry(this.#walk(), registry, PRUNE_PAGE);
+          continue;
+        }
         let cursor = "0";
         do {
           const [next, count] = await this.#run("prune_registry", [registry], [
             cursor,
             PRUNE_PAGE,
-            this.#clusterFlag(),
           ]) as [string, number];
           cursor = String(next);
           removed += count;
@@ -460,13 +473,20 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   }
 
   async #store(registry: string, keys: string[], texts: string[], ttlMs: number): Promise<boolean> {
+    const clustered = this.#layout.clustered;
     try {
       await this.#run("set_and_register", [registry, ...keys], [
         ttlMs,
-        this.#pruneSample,
-        this.#clusterFlag(),
+        // A cluster script may only touch declared keys: the cluster samples on its own, below.
+        clustered ? 0 : this.#pruneSample,
         ...texts,
       ]);
+      if (clustered && this.#pruneSample > 0 && ++this.#writes % CLUSTER_SAMPLE_EVERY === 0) {
+        // Every 16th write samples 16 times as many members, off the write's path: the same
+        // sampling rate per write as a single server's script, one extra round trip per 16.
+        sampleClusterRegistry(this.#walk(), registry, this.#pruneSample * CLUSTER_SAMPLE_EVERY)
+          .catch(() => {}); // best effort; pruneRegistries() catches up
+      }
       return true;
     } catch (error) {
       this.#fault("set", error);
@@ -474,17 +494,25 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     }
   }
 
-  async #clearRegistries(registries: string[]): Promise<number> {
+  async #clearRegistries(registries: string[], options?: ClearOptions): Promise<number> {
+    const onProgress = options?.onProgress;
     let deleted = 0;
     try {
       for (const registry of registries) {
+        if (this.#layout.clustered) {
+          await clearClusterRegistry(this.#walk(), registry, this.#clearBatch, (count) => {
+            deleted += count;
+            if (onProgress) reportProgress(onProgress, deleted);
+          });
+          continue;
+        }
         for (;;) {
           const [count, left] = await this.#run("clear_registry", [registry], [
             this.#clearBatch,
             this.config.prefix,
-            this.#clusterFlag(),
           ]) as [number, number];
           deleted += count;
+          if (onProgress) reportProgress(onProgress, deleted);
           if (left === 0) break;
         }
       }
@@ -499,26 +527,23 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
    * (on every master of a cluster); `null` on a server fault.
    */
   async #scanRegistries(): Promise<string[] | null> {
-    const pattern = `${globEscape(this.config.prefix)}registry:*`;
-    const found = new Set<string>();
     try {
-      for (const client of this.#nodesOf(this.#pick())) {
-        let cursor = "0";
-        do {
-          const [next, keys] = await withTimeout(
-            client.scan(cursor, "MATCH", pattern, "COUNT", SCAN_COUNT, "TYPE", "set"),
-            this.#timeoutMs,
-            "scan",
-          );
-          cursor = next;
-          for (const key of keys) if (this.#layout.isRegistry(key)) found.add(key);
-        } while (cursor !== "0");
+      const found: string[] = [];
+      for (const node of this.#nodesOf(this.#pick())) {
+        // Each SCAN call is bounded (node connections bypass a cluster's deadline watch).
+        const bounded = {
+          scan: (cursor: string, ...args: (string | number)[]) =>
+            withTimeout(node.scan(cursor, ...args), this.#timeoutMs, "scan"),
+        };
+        for (const key of await scanRegistries(bounded, this.config.prefix)) {
+          if (this.#layout.isRegistry(key)) found.push(key);
+        }
       }
+      return found;
     } catch (error) {
       this.#fault("scan", error);
       return null;
     }
-    return [...found];
   }
 
   /** The connections to address one by one: the masters of a cluster, else the client. */
@@ -526,9 +551,13 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     return this.#layout.clustered ? (client as ClusterClient).nodes("master") : [client];
   }
 
-  /** The cluster flag of the scripts' member checks (see lua/clear_registry.lua). */
-  #clusterFlag(): string {
-    return this.#layout.clustered ? "1" : "0";
+  /** What the cluster registry walks (src/cluster.ts) need. */
+  #walk(): RegistryWalk {
+    return {
+      client: this.#pick() as ClusterClient,
+      run: (name, keys, args) => this.#run(name, keys, args),
+      prefix: this.config.prefix,
+    };
   }
 
   /**
@@ -727,6 +756,15 @@ async function tlsOptions(config: RedisConfig): Promise<Record<string, unknown>>
     }
   }
   return options;
+}
+
+/** Calls a progress callback; its errors are ignored, so they can never cut a clear short. */
+function reportProgress(onProgress: (deleted: number) => void, deleted: number): void {
+  try {
+    onProgress(deleted);
+  } catch {
+    // The clear goes on: a failing progress display must not leave a tenant half-cleared.
+  }
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {

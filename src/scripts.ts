@@ -15,6 +15,9 @@ export const SCRIPT_NAMES = [
   "delete_and_unregister",
   "clear_registry",
   "prune_registry",
+  "count_live_members",
+  "clear_members",
+  "prune_members",
 ] as const;
 
 /** One script's name. */

@@ -27,6 +27,34 @@ export interface SetOptions extends EntryOptions {
 }
 
 /**
+ * Options of a provider's clear (`clearCompany`, `clearGlobal`, `clearAll`).
+ *
+ * @example Watching a clear's progress
+ * ```ts
+ * import { type ClearOptions, MemoryCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const cache = new MemoryCache();
+ * await cache.set("k", 1, { companyId: "acme" });
+ * const seen: number[] = [];
+ * const options: ClearOptions = { onProgress: (deleted) => seen.push(deleted) };
+ * // RedisCache / ValkeyCache call onProgress after every batch; MemoryCache clears in one step.
+ * assert.equal(await cache.clearCompany("acme", options), 1);
+ * assert.ok(seen.every((deleted) => deleted <= 1));
+ * ```
+ */
+export interface ClearOptions {
+  /**
+   * Called after each batch a clear deletes, with the number of keys deleted so far, so a long
+   * clear can show progress. Errors it throws are ignored. `MemoryCache` clears in one step and
+   * does not call it.
+   *
+   * @default {undefined}
+   */
+  onProgress?: (deleted: number) => void;
+}
+
+/**
  * What every provider (`RedisCache`, `ValkeyCache`, `MemoryCache`) offers; the facade functions
  * call the installed one.
  *
@@ -68,11 +96,11 @@ export interface CacheBackend {
     options?: SetOptions,
   ): Promise<boolean>;
   /** Deletes every entry of one tenant; returns how many keys were deleted. */
-  clearCompany(companyId: string | number): Promise<number>;
+  clearCompany(companyId: string | number, options?: ClearOptions): Promise<number>;
   /** Deletes every entry stored without a tenant; returns how many keys were deleted. */
-  clearGlobal(): Promise<number>;
+  clearGlobal(options?: ClearOptions): Promise<number>;
   /** Deletes every entry of every scope under this prefix; returns how many keys were deleted. */
-  clearAll(): Promise<number>;
+  clearAll(options?: ClearOptions): Promise<number>;
   /** Removes registry members whose key has expired; returns how many were removed. */
   pruneRegistries(): Promise<number>;
 }

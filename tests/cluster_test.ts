@@ -8,6 +8,9 @@
 
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
 import {
   cacheClearCompany,
   cacheGet,
@@ -206,7 +209,7 @@ for (const kind of KINDS) {
         assert.deepEqual(await cache.getMany([]), []);
         // 300 global entries over 16 buckets: one script call and one MGET per bucket.
         const scriptCalls = await clusterCalls(cluster, "evalsha");
-        assert.ok(scriptCalls >= 2 && scriptCalls <= 16, `${scriptCalls} script calls`);
+        assert.ok(scriptCalls >= 2 && scriptCalls <= 16 + 2, `${scriptCalls} script calls`);
         const mgets = await clusterCalls(cluster, "mget");
         assert.ok(mgets <= 16 + 1 + 16 + 1, `${mgets} MGETs`);
         const many: [number, number][] = Array.from({ length: 2500 }, (_, i) => [i, i]);
@@ -320,6 +323,52 @@ for (const kind of KINDS) {
       }
     });
 
+    it("the admin CLI counts and clears across every master", async () => {
+      await onEveryNode(cluster, "FLUSHALL");
+      const cache = clusterCache(cluster, { configOptions: { clusterTenantBuckets: 4 } });
+      await cache.connect();
+      try {
+        const entries: [number, number][] = Array.from({ length: 40 }, (_, i) => [i, i]);
+        await cache.setMany(entries, { companyId: "a{b}" });
+        await cache.setMany(entries.slice(0, 30));
+        await cache.set("x", 1, { companyId: "acme" });
+      } finally {
+        await cache.close();
+      }
+      const variable = kind === "redis" ? "REDIS_CLUSTER_NODES" : "VALKEY_CLUSTER_NODES";
+      const env = {
+        CACHE_BACKEND: kind,
+        [variable]: cluster.seeds,
+        REDIS_CLUSTER_TENANT_BUCKETS: "4",
+      };
+      const stats = await admin(["stats", "--json"], env);
+      assert.equal(stats.code, 0, stats.stderr);
+      const report = JSON.parse(stats.stdout) as {
+        scopes: { scope: string; companyId?: string; members: number; live: number }[];
+        totals: { members: number; tenants: number };
+      };
+      assert.deepEqual(
+        report.scopes.map(({ scope, companyId, members, live }) => ({
+          scope,
+          companyId,
+          members,
+          live,
+        })),
+        [
+          { scope: "global", companyId: undefined, members: 30, live: 30 },
+          { scope: "tenant", companyId: "a{b}", members: 40, live: 40 },
+          { scope: "tenant", companyId: "acme", members: 1, live: 1 },
+        ],
+      );
+      assert.equal(report.totals.members, 71);
+      const clear = await admin(["clear", "--scope", "company", "--company-id", "a{b}"], env);
+      assert.equal(clear.code, 0, clear.stderr);
+      assert.match(clear.stdout, /deleted 40 keys/);
+      const all = await admin(["clear", "--scope", "all"], env);
+      assert.match(all.stdout, /deleted 31 keys/);
+      assert.equal(await dbsize(cluster), 0);
+    });
+
     it("spreads the 16-bucket global scope over the 3 masters", async () => {
       const owners = await cluster.slotOwners();
       const counts = [0, 0, 0];
@@ -327,6 +376,210 @@ for (const kind of KINDS) {
       console.log(`FIGURES cluster-spread kind=${kind} masters=${counts.join("/")}`);
       assert.equal(counts.reduce((a, b) => a + b), 16);
       assert.ok(counts.every((n) => n >= 1), `buckets per master: ${counts.join("/")}`);
+    });
+
+    it("loses no entry and surfaces no redirection while slots move under load", async () => {
+      await onEveryNode(cluster, "FLUSHALL");
+      const owners = await cluster.slotOwners();
+      const lowest = owners.indexOf(0);
+      const moved = 400;
+      // Tenants whose slot is among the first `moved` slots of master 0: they migrate.
+      const tenants: string[] = [];
+      for (let n = 0; tenants.length < 12; n++) {
+        const slot = keySlot(layout().scopeRegistries(`t${n}`)[0]);
+        if (owners[slot] === 0 && slot < lowest + moved) tenants.push(`t${n}`);
+      }
+      tenants.push("elsewhere-1", "elsewhere-2"); // and some that stay
+      // One more migrating tenant is filled and cleared over and over by its own worker.
+      let churn = "";
+      for (let n = 0; churn === ""; n++) {
+        const slot = keySlot(layout().scopeRegistries(`c${n}`)[0]);
+        if (owners[slot] === 0 && slot < lowest + moved) churn = `c${n}`;
+      }
+      await onEveryNode(cluster, "CONFIG", "RESETSTAT");
+      const log = collectingLogger();
+      const cache = clusterCache(cluster, { logger: log });
+      assert.equal(await cache.connect(), true);
+      const acked = new Map<string, unknown>(); // `${tenant}|${input}` → last acknowledged value
+      let ops = 0;
+      let failedWrites = 0;
+      let wrongReads = 0;
+      let running = true;
+      const worker = async (w: number) => {
+        let version = 0;
+        while (running) {
+          const tenant = tenants[(w + version) % tenants.length];
+          const input = { w, i: version % 40 };
+          const id = `${tenant}|${JSON.stringify(input)}`;
+          version++;
+          if (version % 10 === 0) {
+            const batch: [unknown, unknown][] = [0, 1, 2].map((k) => [{ w, b: k }, version + k]);
+            if (await cache.setMany(batch, { companyId: tenant })) {
+              batch.forEach(([key, value]) => acked.set(`${tenant}|${JSON.stringify(key)}`, value));
+            } else failedWrites++;
+            const read = await cache.getMany(batch.map(([key]) => key), { companyId: tenant });
+            if (JSON.stringify(read) !== JSON.stringify(batch.map(([, v]) => v))) wrongReads++;
+          } else if (await cache.set(input, version, { companyId: tenant })) {
+            acked.set(id, version);
+          } else failedWrites++;
+          const previous = acked.get(id);
+          if (previous !== undefined) {
+            const read = await cache.get(input, { companyId: tenant });
+            if (read !== previous) wrongReads++;
+          }
+          ops += 3;
+        }
+      };
+      let clears = 0;
+      let wrongClears = 0;
+      const churner = async () => {
+        const batch: [number, number][] = Array.from({ length: 20 }, (_, i) => [i, i]);
+        while (running) {
+          if (!(await cache.setMany(batch, { companyId: churn }))) failedWrites++;
+          const cleared = await cache.clearCompany(churn);
+          const left = await cache.getMany(batch.map(([i]) => i), { companyId: churn });
+          if (cleared !== 20 || left.some((value) => value !== null)) wrongClears++;
+          clears++;
+        }
+      };
+      const workers = [...Array.from({ length: 8 }, (_, w) => worker(w)), churner()];
+      try {
+        await sleep(300);
+        const started = Date.now();
+        await cluster.reshard(0, 1, moved);
+        const reshardMs = Date.now() - started;
+        await sleep(300);
+        running = false;
+        await Promise.all(workers);
+        const after = await cluster.slotOwners();
+        const migrated = tenants.filter((t) =>
+          after[keySlot(layout().scopeRegistries(t)[0])] === 1
+        );
+        // What the servers answered with while slots moved: redirections the client absorbed.
+        const errors = (await onEveryNode(cluster, "INFO", "errorstats")).join("\n");
+        const served = (name: string) =>
+          [...errors.matchAll(new RegExp(`errorstat_${name}:count=(\\d+)`, "g"))]
+            .reduce((sum, match) => sum + Number(match[1]), 0);
+        const redirected = served("MOVED") + served("ASK") + served("TRYAGAIN");
+        console.log(
+          `FIGURES cluster-reshard kind=${kind} slots=${moved} ms=${reshardMs} ops=${ops} ` +
+            `clears=${clears} tenants-moved=${migrated.length}/${tenants.length} ` +
+            `MOVED=${served("MOVED")} ASK=${served("ASK")} TRYAGAIN=${served("TRYAGAIN")} ` +
+            `failed-writes=${failedWrites} wrong-reads=${wrongReads} wrong-clears=${wrongClears} ` +
+            `fault-lines=${log.lines.length}`,
+        );
+        assert.ok(redirected > 0, "the load met no redirection: the test proves nothing");
+        assert.ok(migrated.length >= 12, `${migrated.length} tenants moved`);
+        assert.ok(acked.size > 100, `${acked.size} entries written`);
+        // Every acknowledged write reads back, from wherever its slot lives now.
+        let lost = 0;
+        for (const [id, value] of acked) {
+          const [tenant, input] = id.split("|");
+          if ((await cache.get(JSON.parse(input), { companyId: tenant })) !== value) lost++;
+        }
+        assert.equal(lost, 0, `${lost} of ${acked.size} acknowledged entries lost`);
+        assert.equal(failedWrites, 0, log.lines.join("\n"));
+        assert.equal(wrongReads, 0);
+        assert.ok(clears > 0);
+        assert.equal(wrongClears, 0);
+        for (const line of log.lines) assert.doesNotMatch(line, REDIRECTION);
+        assert.deepEqual(log.lines, []);
+        // The moved tenants still clear completely.
+        for (const tenant of [...tenants, churn]) await cache.clearCompany(tenant);
+        assert.equal(await dbsize(cluster), 0);
+      } finally {
+        running = false;
+        await Promise.all(workers);
+        await cache.close();
+      }
+    });
+
+    it("a killed master: its slots degrade to misses within the timeout, others keep working", async () => {
+      await onEveryNode(cluster, "FLUSHALL");
+      const log = collectingLogger();
+      const cache = clusterCache(cluster, { logger: log, timeout: 1 });
+      assert.equal(await cache.connect(), true);
+      const owners = await cluster.slotOwners();
+      const tenants = Array.from({ length: 30 }, (_, i) => `k${i}`);
+      const ownerOf = (tenant: string) => owners[keySlot(layout().scopeRegistries(tenant)[0])];
+      for (const tenant of tenants) await cache.set("v", tenant, { companyId: tenant });
+      const victim = 2;
+      const dead = tenants.filter((t) => ownerOf(t) === victim);
+      const alive = tenants.filter((t) => ownerOf(t) !== victim);
+      assert.ok(dead.length > 0 && alive.length > 0);
+      try {
+        await cluster.nodes[victim].kill();
+        const started = Date.now();
+        const [deadGets, deadSets, deadExists, aliveGets, aliveSets, mixed] = await Promise.all([
+          Promise.all(dead.map((t) => cache.get("v", { companyId: t }))),
+          Promise.all(dead.map((t) => cache.set("w", 1, { companyId: t }))),
+          Promise.all(dead.map((t) => cache.exists("v", { companyId: t }))),
+          Promise.all(alive.map((t) => cache.get("v", { companyId: t }))),
+          Promise.all(alive.map((t) => cache.set("w", 2, { companyId: t }))),
+          cache.getMany(["v", "w"]),
+        ]);
+        const took = Date.now() - started;
+        assert.deepEqual(deadGets, dead.map(() => null));
+        assert.deepEqual(deadSets, dead.map(() => false));
+        assert.deepEqual(deadExists, dead.map(() => false));
+        assert.deepEqual(aliveGets, alive);
+        assert.deepEqual(aliveSets, alive.map(() => true));
+        assert.equal(mixed.length, 2);
+        assert.ok(took < 2500, `the calls on the dead master took ${took} ms (timeout 1 s)`);
+        console.log(`FIGURES cluster-kill kind=${kind} dead-calls-ms=${took}`);
+        // Calls on the live masters stay fast and right while the dead one is retried.
+        const liveStarted = Date.now();
+        for (const t of alive.slice(0, 5)) {
+          assert.equal(await cache.get("w", { companyId: t }), 2);
+        }
+        assert.ok(
+          Date.now() - liveStarted < 1000,
+          `live calls took ${Date.now() - liveStarted} ms`,
+        );
+        assert.equal(await cache.clearCompany(alive[0]), 2);
+        assert.ok(log.lines.length >= 1 && log.lines.length <= 10, `${log.lines.length} lines`);
+      } finally {
+        await cache.close();
+      }
+    });
+  });
+}
+
+/** The admin CLI as an operator runs it (see tests/cache_admin_test.ts). */
+function admin(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const isDeno = "Deno" in globalThis;
+  const cli = fileURLToPath(
+    new URL(isDeno ? "../scripts/cache_admin.ts" : "../scripts/cache_admin.js", import.meta.url),
+  );
+  const argv = isDeno ? ["run", "--allow-net", "--allow-env", "--allow-read", cli, ...args] : [
+    cli,
+    ...args,
+  ];
+  const base: Record<string, string> = { NO_COLOR: "1" };
+  for (const name of ["PATH", "HOME", "TMPDIR", "DENO_DIR", "XDG_CACHE_HOME"]) {
+    const value = process.env[name];
+    if (value !== undefined) base[name] = value;
+  }
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, argv, {
+      env: { ...base, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout!.setEncoding("utf8").on("data", (chunk: string) => stdout += chunk);
+    child.stderr!.setEncoding("utf8").on("data", (chunk: string) => stderr += chunk);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    child.once("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.once("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
     });
   });
 }
