@@ -13,8 +13,9 @@
                 the registry but its key is left alone, so a clear never touches a key outside
                 the prefix
 
-  Returns: { keys deleted (members that were still registered and whose key still existed),
-             members left in the registry }
+  Returns: how many keys were deleted (members that were still registered and whose key still
+  existed). Nothing is read after the deletions: the SREM of the last member removes the registry
+  itself, and while the slot migrates, touching a key that no longer exists here is an error.
 ]]
 local registry = KEYS[1]
 local prefix = ARGV[1]
@@ -25,4 +26,4 @@ for i = 2, #KEYS do
     deleted = deleted + redis.call("UNLINK", member)
   end
 end
-return { deleted, redis.call("SCARD", registry) }
+return deleted

@@ -66,7 +66,9 @@ export function clusterOptions(
     enableAutoPipelining: false,
     enableReadyCheck: true,
     scaleReads: "master",
-    maxRedirections: 16,
+    // TRYAGAIN lasts while a slot migrates, which a busy machine can stretch: retry for about
+    // the timeout (the deadline watch ends the call then anyway) rather than a fixed 16 times.
+    maxRedirections: Math.max(16, Math.ceil(timeoutMs / 50)),
     retryDelayOnMoved: 0,
     retryDelayOnTryAgain: 50,
     retryDelayOnClusterDown: 100,
@@ -186,10 +188,8 @@ export async function clearClusterRegistry(
     if (members.length === 0) return;
     const local = await localMembers(walk, registry, members);
     if (local.length === 0) continue;
-    const [deleted] = await walk.run("clear_members", [registry, ...local], [
-      walk.prefix,
-    ]) as [number, number];
-    onBatch(deleted);
+    const deleted = await walk.run("clear_members", [registry, ...local], [walk.prefix]);
+    onBatch(Number(deleted));
   }
 }
 

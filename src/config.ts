@@ -579,6 +579,17 @@ function urlHost(host: string): string {
  * assert.equal(config.ttl, 3600);
  * assert.ok(!JSON.stringify(config).includes("s@cret"));
  * ```
+ *
+ * @example Cluster mode from seeds
+ * ```ts
+ * import { RedisConfig } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const config = RedisConfig.fromEnv({ REDIS_CLUSTER_NODES: "10.0.0.1:7000,10.0.0.2:7000" });
+ * assert.equal(config.mode, "cluster");
+ * assert.deepEqual(config.clusterNodes, ["10.0.0.1:7000", "10.0.0.2:7000"]);
+ * assert.equal(config.clusterGlobalBuckets, 16);
+ * ```
  */
 export class RedisConfig {
   /** Server host name or IP address. */
@@ -733,17 +744,22 @@ export class RedisConfig {
    * assert.equal(json.port, 6379);
    * ```
    *
-   * @returns Every field; `password` is `"***"` or `undefined`.
+   * @returns Every field (the cluster fields in cluster mode only); `password` is `"***"` or
+   * `undefined`.
    */
   toJSON(): Omit<RedisConfigOptions, "url"> {
     return {
       host: this.host,
       port: this.port,
       db: this.db,
-      mode: this.mode,
-      clusterNodes: this.mode === "cluster" ? [...this.clusterNodes] : undefined,
-      clusterTenantBuckets: this.clusterTenantBuckets,
-      clusterGlobalBuckets: this.clusterGlobalBuckets,
+      ...(this.mode === "cluster"
+        ? {
+          mode: this.mode,
+          clusterNodes: [...this.clusterNodes],
+          clusterTenantBuckets: this.clusterTenantBuckets,
+          clusterGlobalBuckets: this.clusterGlobalBuckets,
+        }
+        : {}),
       username: this.username,
       password: this.#password === undefined ? undefined : HIDDEN,
       maxConnections: this.maxConnections,

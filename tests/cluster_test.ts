@@ -438,7 +438,10 @@ for (const kind of KINDS) {
           if (!(await cache.setMany(batch, { companyId: churn }))) failedWrites++;
           const cleared = await cache.clearCompany(churn);
           const left = await cache.getMany(batch.map(([i]) => i), { companyId: churn });
-          if (cleared !== 20 || left.some((value) => value !== null)) wrongClears++;
+          if (cleared !== 20 || left.some((value) => value !== null)) {
+            wrongClears++;
+            log.lines.push(`clear of ${churn} returned ${cleared}, left ${JSON.stringify(left)}`);
+          }
           clears++;
         }
       };
@@ -481,7 +484,7 @@ for (const kind of KINDS) {
         assert.equal(failedWrites, 0, log.lines.join("\n"));
         assert.equal(wrongReads, 0);
         assert.ok(clears > 0);
-        assert.equal(wrongClears, 0);
+        assert.equal(wrongClears, 0, log.lines.join("\n"));
         for (const line of log.lines) assert.doesNotMatch(line, REDIRECTION);
         assert.deepEqual(log.lines, []);
         // The moved tenants still clear completely.
