@@ -58,6 +58,9 @@ export function canonicalJson(input: unknown): string {
   return write(input, "", { path: [], stack: [] }, 0);
 }
 
+/** The default maximum size of one key input's canonical JSON: 1 MiB. */
+export const DEFAULT_MAX_KEY_INPUT_BYTES = 1024 * 1024;
+
 /**
  * The `<hash>` part of an entry key: lowercase hex SHA-256 of {@linkcode canonicalJson}.
  *
@@ -68,14 +71,26 @@ export function canonicalJson(input: unknown): string {
  *
  * assert.match(hashInput({ user_id: 123 }), /^[0-9a-f]{64}$/);
  * assert.equal(hashInput({ a: 1, b: 2 }), hashInput({ b: 2, a: 1 }));
+ * assert.throws(() => hashInput("x".repeat(100), 64), /maxKeyInputBytes/);
  * ```
  *
  * @param input The cache key input.
+ * @param maxBytes The largest canonical JSON accepted, in bytes (canonical JSON is pure ASCII,
+ * so its length is its byte count); no limit when omitted.
  * @returns 64 lowercase hex characters.
- * @throws {CacheInputError} As {@linkcode canonicalJson}.
+ * @throws {CacheInputError} As {@linkcode canonicalJson}, and when the canonical JSON is longer
+ * than `maxBytes`.
  */
-export function hashInput(input: unknown): string {
-  return sha256Hex(canonicalJson(input));
+export function hashInput(input: unknown, maxBytes: number = Infinity): string {
+  const text = canonicalJson(input);
+  if (text.length > maxBytes) {
+    throw new CacheInputError(
+      `Cache key input too large: its canonical JSON is ${text.length} bytes, over the maximum ` +
+        `of ${maxBytes} bytes (maxKeyInputBytes); key on a smaller input (an id, or a hash of ` +
+        `the data) or raise maxKeyInputBytes`,
+    );
+  }
+  return sha256Hex(text);
 }
 
 /**

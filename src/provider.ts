@@ -6,9 +6,12 @@
  * @module
  */
 
+import { isIP } from "node:net";
 import type { RedisConfig } from "./config.ts";
 import { CacheConfigError, CacheDependencyError, CacheInputError } from "./errors.ts";
+import { faultCause } from "./faults.ts";
 import {
+  DEFAULT_MAX_KEY_INPUT_BYTES,
   entryKey,
   globEscape,
   hashInput,
@@ -74,11 +77,19 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
    */
   autoPipelining?: boolean;
   /**
-   * The largest value, in UTF-8 bytes of its JSON, that `set` accepts.
+   * The largest value, in UTF-8 bytes of its JSON, that `set` accepts; a larger one is a
+   * `CacheSerializationError` and nothing is sent.
    *
-   * @default {67108864 (64 MiB)}
+   * @default {config.maxValueBytes (REDIS_MAX_VALUE_BYTES, 67108864 = 64 MiB)}
    */
   maxValueBytes?: number;
+  /**
+   * The largest key input, in bytes of its canonical JSON (pure ASCII), that any call accepts; a
+   * larger one is a `CacheInputError` and nothing is sent.
+   *
+   * @default {1048576 (1 MiB)}
+   */
+  maxKeyInputBytes?: number;
   /**
    * Where fault lines go (rate-limited; never holds the password).
    *
@@ -149,6 +160,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   readonly #poolSize: number;
   readonly #autoPipelining: boolean;
   readonly #maxValueBytes: number;
+  readonly #maxKeyInputBytes: number;
   readonly #pruneSample: number;
   readonly #clearBatch: number;
   readonly #log: FaultLog;
@@ -156,6 +168,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   #next = 0;
   #scripts: Record<ScriptName, Script> | undefined;
   #closed = false;
+  /** The last error a connection emitted: names the cause when connect() only sees "closed". */
+  #lastConnectionError: unknown;
 
   /** The npm package whose client this provider drives. */
   protected abstract readonly clientPackage: "ioredis" | "iovalkey";
@@ -186,7 +200,11 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     this.#autoPipelining = options.autoPipelining ?? true;
     this.#maxValueBytes = positiveInt(
       "maxValueBytes",
-      options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
+      options.maxValueBytes ?? config.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
+    );
+    this.#maxKeyInputBytes = positiveInt(
+      "maxKeyInputBytes",
+      options.maxKeyInputBytes ?? DEFAULT_MAX_KEY_INPUT_BYTES,
     );
     this.#pruneSample = nonNegativeInt("pruneSample", options.pruneSample ?? 2);
     this.#clearBatch = positiveInt("clearBatchSize", options.clearBatchSize ?? 1000);
@@ -228,10 +246,17 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       this.#log.recovered("connect");
       return true;
     } catch (error) {
+      // The connect promise often only says "Connection is closed": the connection's own error
+      // (WRONGPASS, an untrusted certificate) tells the operator what to fix.
+      const prefix = this.#envPrefix();
+      const own = faultCause(error, prefix);
+      const cause = own ?? faultCause(this.#lastConnectionError, prefix);
       this.#log.fault(
         "connect",
-        `Cannot reach ${this.clientPackage} server at ${this.#where()}; caching is off until it answers (retrying in the background)`,
-        error,
+        cause
+          ? `Cannot connect to the ${this.clientPackage} server at ${this.#where()}: ${cause.summary}; caching is off until it answers (retrying in the background)`
+          : `Cannot reach ${this.clientPackage} server at ${this.#where()}; caching is off until it answers (retrying in the background)`,
+        own || !cause ? error : this.#lastConnectionError,
       );
       return false;
     }
@@ -283,7 +308,12 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   /** Stores `value` and registers its key in one EVALSHA; `false` on a server fault. */
   async set(input: unknown, value: unknown, options?: SetOptions): Promise<boolean> {
     const companyId = normalizeCompanyId(options?.companyId);
-    const key = entryKey(this.config.prefix, this.name, hashInput(input), companyId);
+    const key = entryKey(
+      this.config.prefix,
+      this.name,
+      hashInput(input, this.#maxKeyInputBytes),
+      companyId,
+    );
     const text = serializeValue(value, this.#maxValueBytes);
     const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
     return await this.#store(registryKey(this.config.prefix, companyId), [key], [text], ttlMs);
@@ -292,7 +322,12 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   /** Deletes one entry and unregisters it; `true` when it existed. */
   async delete(input: unknown, options?: EntryOptions): Promise<boolean> {
     const companyId = normalizeCompanyId(options?.companyId);
-    const key = entryKey(this.config.prefix, this.name, hashInput(input), companyId);
+    const key = entryKey(
+      this.config.prefix,
+      this.name,
+      hashInput(input, this.#maxKeyInputBytes),
+      companyId,
+    );
     try {
       const deleted = await this.#run("delete_and_unregister", [
         key,
@@ -323,7 +358,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   ): Promise<(T | null)[]> {
     const companyId = normalizeCompanyId(options?.companyId);
     const keys = inputs.map((input) =>
-      entryKey(this.config.prefix, this.name, hashInput(input), companyId)
+      entryKey(this.config.prefix, this.name, hashInput(input, this.#maxKeyInputBytes), companyId)
     );
     if (keys.length === 0) return [];
     let texts: (string | null)[];
@@ -350,7 +385,14 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const texts: string[] = [];
     for (const entry of entries) {
       const [input, value] = entryPair(entry);
-      keys.push(entryKey(this.config.prefix, this.name, hashInput(input), companyId));
+      keys.push(
+        entryKey(
+          this.config.prefix,
+          this.name,
+          hashInput(input, this.#maxKeyInputBytes),
+          companyId,
+        ),
+      );
       texts.push(serializeValue(value, this.#maxValueBytes));
     }
     const registry = registryKey(this.config.prefix, companyId);
@@ -470,7 +512,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     return entryKey(
       this.config.prefix,
       this.name,
-      hashInput(input),
+      hashInput(input, this.#maxKeyInputBytes),
       normalizeCompanyId(companyId),
     );
   }
@@ -500,11 +542,19 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   }
 
   #fault(operation: string, error: unknown): void {
+    const cause = faultCause(error, this.#envPrefix());
     this.#log.fault(
       operation,
-      `Cache ${operation} failed at ${this.#where()}; served as a miss`,
+      cause
+        ? `Cache ${operation} failed at ${this.#where()}: ${cause.summary}; served as a miss`
+        : `Cache ${operation} failed at ${this.#where()}; served as a miss`,
       error,
     );
+  }
+
+  /** `REDIS` or `VALKEY`: the environment variables a fault message points at. */
+  #envPrefix(): string {
+    return this.clientPackage === "iovalkey" ? "VALKEY" : "REDIS";
   }
 
   #where(): string {
@@ -537,18 +587,40 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       lazyConnect: true,
       connectTimeout: this.#timeoutMs,
       commandTimeout: this.#timeoutMs,
-      // No offline queue: while the server is down a call fails at once (a miss) instead of
-      // waiting in a queue that grows without bound; retries happen at the connection level.
+      // Memory stays bounded however long the server is down or hung (tests/faults_test.ts):
+      // - enableOfflineQueue false: while the connection is not ready (server down, reconnecting)
+      //   a call fails at once and is served as a miss, instead of waiting in an offline queue
+      //   that grows with every call for as long as the outage lasts.
+      // - socketTimeout: a connection that has commands in flight and receives nothing for the
+      //   timeout is destroyed and reconnected, as redis-py does on a socket timeout. ioredis keeps
+      //   a command whose commandTimeout fired in its queue until a reply comes, so without this a
+      //   hung server (SIGSTOP, a network black hole) would make the process hold every call made
+      //   during the hang; with it, at most the calls of one timeout window.
+      // - maxRetriesPerRequest: with REDIS_RETRY_ON_TIMEOUT (the default) the commands in flight
+      //   when a connection drops are resent once after the reconnect, so a brief reset costs no
+      //   miss; they are dropped at the next failed attempt. With 0 they fail at the first drop.
+      //   Either way commandTimeout settles every call within the timeout.
       enableOfflineQueue: false,
+      socketTimeout: this.#timeoutMs,
       maxRetriesPerRequest: config.retryOnTimeout ? 1 : 0,
       enableAutoPipelining: this.#autoPipelining,
-      retryStrategy: (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
+      // Reconnect attempts back off to one per second: cheap for a down server (one refused TCP
+      // connect), and a restarted server is in use again within about a second.
+      retryStrategy: (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 1000),
     });
-    client.on(
-      "error",
-      (error) => this.#log.fault("connection", `Connection to ${this.#where()} failed`, error),
-    );
+    client.on("error", (error) => {
+      this.#lastConnectionError = error;
+      const cause = faultCause(error, this.#envPrefix());
+      this.#log.fault(
+        "connection",
+        cause
+          ? `Connection to ${this.#where()} failed: ${cause.summary}`
+          : `Connection to ${this.#where()} failed`,
+        error,
+      );
+    });
     client.on("ready", () => {
+      this.#lastConnectionError = undefined;
       this.#log.recovered("connection");
       // A restarted server has lost its scripts: register them again before calls arrive.
       if (this.#scripts) {
@@ -572,8 +644,12 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
 }
 
 async function tlsOptions(config: RedisConfig): Promise<Record<string, unknown>> {
-  // `servername` lets certificate checks match the configured host name.
-  const options: Record<string, unknown> = { servername: config.host };
+  // `servername` (SNI) lets certificate checks match the configured host name. An IP address is
+  // not a valid SNI name (RFC 6066; Node rejects it): the certificate is then checked against the
+  // IP address, which must be among its subjectAltNames.
+  const options: Record<string, unknown> = isIP(config.host) === 0
+    ? { servername: config.host }
+    : {};
   if (config.tlsCa) {
     try {
       options.ca = await readTextFile(config.tlsCa);
