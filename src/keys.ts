@@ -22,6 +22,7 @@ const PLAIN_STRING = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 // Only surrogates make UTF-16 order differ from code-point order (astral vs U+E000..U+FFFF).
 const HAS_SURROGATE = /[\ud800-\udfff]/;
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const SHORT_ESCAPES: Record<number, string> = {
   0x08: "\\b",
   0x09: "\\t",
@@ -110,11 +111,24 @@ export function hashInput(input: unknown, maxBytes: number = Infinity): string {
  *
  * @param companyId `undefined` for the global scope, a non-empty string, or a safe integer.
  * @returns The tenant id as a string, or `undefined` for the global scope.
- * @throws {CacheInputError} For an empty string, `null`, a non-integer number or any other type.
+ * @throws {CacheInputError} For an empty string, a string holding a lone surrogate, `null`, a
+ * non-integer number or any other type.
  */
 export function normalizeCompanyId(companyId: unknown): string | undefined {
   if (companyId === undefined) return undefined;
-  if (typeof companyId === "string" && companyId !== "") return companyId;
+  if (typeof companyId === "string" && companyId !== "") {
+    // A lone surrogate is not Unicode text: the client sends it as U+FFFD, so two different ids
+    // would name the same tenant's keys.
+    if (LONE_SURROGATE.test(companyId)) {
+      throw new CacheInputError(
+        `Invalid companyId ${
+          JSON.stringify(companyId.slice(0, 80))
+        }: it holds a lone UTF-16 surrogate, which is not valid Unicode and would collide with ` +
+          `other ids on the server; pass well-formed text`,
+      );
+    }
+    return companyId;
+  }
   // String(-0) is "0", so 0 and -0 are the same tenant.
   if (typeof companyId === "number" && Number.isSafeInteger(companyId)) return String(companyId);
   throw new CacheInputError(

@@ -234,7 +234,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     this.#scripts ??= await loadScriptSources();
     if (this.#clients.length === 0) {
       const Client = await this.#loadClient();
-      const tls = this.config.tls ? await tlsOptions(this.config) : undefined;
+      const tls = this.config.tls ? await tlsOptions(this.config, this.#envPrefix()) : undefined;
       for (let i = 0; i < this.#poolSize; i++) this.#clients.push(this.#createClient(Client, tls));
     }
     try {
@@ -643,7 +643,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   }
 }
 
-async function tlsOptions(config: RedisConfig): Promise<Record<string, unknown>> {
+async function tlsOptions(
+  config: RedisConfig,
+  envPrefix: string,
+): Promise<Record<string, unknown>> {
   // `servername` (SNI) lets certificate checks match the configured host name. An IP address is
   // not a valid SNI name (RFC 6066; Node rejects it): the certificate is then checked against the
   // IP address, which must be among its subjectAltNames.
@@ -655,7 +658,9 @@ async function tlsOptions(config: RedisConfig): Promise<Record<string, unknown>>
       options.ca = await readTextFile(config.tlsCa);
     } catch (error) {
       throw new CacheConfigError(
-        `Cannot read the TLS CA file ${config.tlsCa} (REDIS_TLS_CA): ${(error as Error).message}`,
+        `Cannot read the TLS CA file ${config.tlsCa} (${envPrefix}_TLS_CA): ${
+          (error as Error).message
+        }`,
         { cause: error },
       );
     }

@@ -345,10 +345,16 @@ for (const kind of KINDS) {
         const took = Date.now() - started;
         assert.ok(took >= 400 && took < 1200, `took ${took} ms`);
         server.resume();
-        await sleep(50);
+        // The connection that got no reply within the timeout was dropped (socketTimeout) and is
+        // being re-established: hits come back within about a second.
+        let value: unknown = null;
+        for (let i = 0; i < 40 && value === null; i++) {
+          await sleep(50);
+          value = await cache.get("k");
+        }
         // The timed-out write was already on the wire: the server applies it when it wakes, as
         // any Redis client's would be. Either value is a hit; the cache works again.
-        assert.ok([1, 2].includes(await cache.get("k") as number));
+        assert.ok([1, 2].includes(value as number), `read ${value}`);
         assert.equal(await cache.set("k", 3), true);
         assert.equal(await cache.get("k"), 3);
       } finally {
