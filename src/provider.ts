@@ -308,12 +308,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   /** Stores `value` and registers its key in one EVALSHA; `false` on a server fault. */
   async set(input: unknown, value: unknown, options?: SetOptions): Promise<boolean> {
     const companyId = normalizeCompanyId(options?.companyId);
-    const key = entryKey(
-      this.config.prefix,
-      this.name,
-      hashInput(input, this.#maxKeyInputBytes),
-      companyId,
-    );
+    const key = entryKey(this.config.prefix, this.name, this.#hash(input), companyId);
     const text = serializeValue(value, this.#maxValueBytes);
     const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
     return await this.#store(registryKey(this.config.prefix, companyId), [key], [text], ttlMs);
@@ -322,12 +317,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   /** Deletes one entry and unregisters it; `true` when it existed. */
   async delete(input: unknown, options?: EntryOptions): Promise<boolean> {
     const companyId = normalizeCompanyId(options?.companyId);
-    const key = entryKey(
-      this.config.prefix,
-      this.name,
-      hashInput(input, this.#maxKeyInputBytes),
-      companyId,
-    );
+    const key = entryKey(this.config.prefix, this.name, this.#hash(input), companyId);
     try {
       const deleted = await this.#run("delete_and_unregister", [
         key,
@@ -358,7 +348,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   ): Promise<(T | null)[]> {
     const companyId = normalizeCompanyId(options?.companyId);
     const keys = inputs.map((input) =>
-      entryKey(this.config.prefix, this.name, hashInput(input, this.#maxKeyInputBytes), companyId)
+      entryKey(this.config.prefix, this.name, this.#hash(input), companyId)
     );
     if (keys.length === 0) return [];
     let texts: (string | null)[];
@@ -385,14 +375,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const texts: string[] = [];
     for (const entry of entries) {
       const [input, value] = entryPair(entry);
-      keys.push(
-        entryKey(
-          this.config.prefix,
-          this.name,
-          hashInput(input, this.#maxKeyInputBytes),
-          companyId,
-        ),
-      );
+      keys.push(entryKey(this.config.prefix, this.name, this.#hash(input), companyId));
       texts.push(serializeValue(value, this.#maxValueBytes));
     }
     const registry = registryKey(this.config.prefix, companyId);
@@ -512,9 +495,14 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     return entryKey(
       this.config.prefix,
       this.name,
-      hashInput(input, this.#maxKeyInputBytes),
+      this.#hash(input),
       normalizeCompanyId(companyId),
     );
+  }
+
+  /** The input's hash; a key input over maxKeyInputBytes is a CacheInputError. */
+  #hash(input: unknown): string {
+    return hashInput(input, this.#maxKeyInputBytes);
   }
 
   #parse<T>(text: string, key: string): T | null {
