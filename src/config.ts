@@ -11,6 +11,7 @@
 
 import { CacheConfigError } from "./errors.ts";
 import { type EnvRecord, readEnv } from "./runtime.ts";
+import { DEFAULT_MAX_VALUE_BYTES } from "./values.ts";
 
 /**
  * Options of `new RedisConfig(options)` / `new ValkeyConfig(options)`. Every field is optional;
@@ -103,6 +104,14 @@ export interface RedisConfigOptions {
    */
   tlsCa?: string;
   /**
+   * The largest value, in UTF-8 bytes of its JSON, that a write accepts (an integer >= 1); a
+   * larger one is a `CacheSerializationError` and nothing is sent. A provider's `maxValueBytes`
+   * option wins over it.
+   *
+   * @default {67108864 (64 MiB)}
+   */
+  maxValueBytes?: number;
+  /**
    * Connection URL, `redis://[user[:password]@]host[:port][/db]`; `rediss://` means TLS
    * (`valkey://` and `valkeys://` are accepted as aliases). User and password are
    * percent-decoded. The URL defines host, port (6379 when absent), db (0 when absent), username,
@@ -124,6 +133,7 @@ const DEFAULTS = {
   ttl: 3600,
   prefix: "cache:",
   tls: false,
+  maxValueBytes: DEFAULT_MAX_VALUE_BYTES,
 } as const;
 
 /** The config fields (every option except `url`). */
@@ -162,6 +172,7 @@ const ENV_SUFFIX: Readonly<Record<FieldName, string>> = {
   prefix: "PREFIX",
   tls: "TLS",
   tlsCa: "TLS_CA",
+  maxValueBytes: "MAX_VALUE_BYTES",
 };
 
 const FIELDS = Object.keys(ENV_SUFFIX) as FieldName[];
@@ -192,6 +203,7 @@ const EXPECTED: Readonly<Record<FieldName, string>> = {
   prefix: "a string",
   tls: "a boolean",
   tlsCa: "a non-empty path to a CA certificate file",
+  maxValueBytes: "an integer >= 1 (bytes)",
 };
 
 function invalid(label: string, shown: string, expected: string): CacheConfigError {
@@ -237,6 +249,7 @@ function checkField(field: FieldName, value: unknown, label: string, shown: stri
       if (!Number.isSafeInteger(value) || (value as number) < 0) throw fail();
       return value;
     case "maxConnections":
+    case "maxValueBytes":
       if (!Number.isSafeInteger(value) || (value as number) < 1) throw fail();
       return value;
     case "timeout":
@@ -286,7 +299,8 @@ function parseEnvField(field: FieldName, name: string, raw: string): unknown {
       return raw;
     case "port":
     case "db":
-    case "maxConnections": {
+    case "maxConnections":
+    case "maxValueBytes": {
       const text = stripComment(raw);
       const value = INTEGER.test(text) ? Number(text.replaceAll("_", "")) : NaN;
       return checkField(field, value, name, shown);
@@ -327,7 +341,8 @@ function readEnvField(field: FieldName, name: string, raw: string): unknown {
   } catch (error) {
     if (
       error instanceof CacheConfigError &&
-      (field === "port" || field === "db" || field === "maxConnections" || field === "timeout")
+      (field === "port" || field === "db" || field === "maxConnections" ||
+        field === "maxValueBytes" || field === "timeout")
     ) {
       throw new CacheConfigError(`${error.message.slice(0, -1)} (${COMMENT_NOTE}).`);
     }
@@ -476,6 +491,8 @@ export class RedisConfig {
   readonly tls: boolean;
   /** Path to a CA certificate file for TLS, or `undefined`. */
   readonly tlsCa: string | undefined;
+  /** The largest value, in UTF-8 bytes of its JSON, that a write accepts. */
+  readonly maxValueBytes: number;
   readonly #password: string | undefined;
 
   /**
@@ -515,6 +532,7 @@ export class RedisConfig {
     this.prefix = pick("prefix", DEFAULTS.prefix) as string;
     this.tls = pick("tls", DEFAULTS.tls) as boolean;
     this.tlsCa = pick("tlsCa", undefined) as string | undefined;
+    this.maxValueBytes = pick("maxValueBytes", DEFAULTS.maxValueBytes) as number;
   }
 
   /**
@@ -543,7 +561,7 @@ export class RedisConfig {
    *
    * Variables: `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`, `REDIS_USERNAME`, `REDIS_PASSWORD`,
    * `REDIS_MAX_CONNECTIONS`, `REDIS_RETRY_ON_TIMEOUT`, `REDIS_TIMEOUT`, `REDIS_CACHE_TTL`,
-   * `REDIS_PREFIX`, `REDIS_TLS`, `REDIS_TLS_CA`, `REDIS_URL`.
+   * `REDIS_PREFIX`, `REDIS_TLS`, `REDIS_TLS_CA`, `REDIS_MAX_VALUE_BYTES`, `REDIS_URL`.
    *
    * @example Reading an explicit environment
    * ```ts
@@ -599,6 +617,7 @@ export class RedisConfig {
       prefix: this.prefix,
       tls: this.tls,
       tlsCa: this.tlsCa,
+      maxValueBytes: this.maxValueBytes,
     };
   }
 

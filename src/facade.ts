@@ -138,8 +138,10 @@ function createBackend(
 ): CacheBackend {
   const common = { ttl: options.ttl, timeout: options.timeout, logger: options.logger };
   if (kind === "memory") {
+    const config = RedisConfig.fromEnv(env);
     return new MemoryCache({
-      ttl: options.ttl === undefined ? RedisConfig.fromEnv(env).ttl : options.ttl,
+      ttl: options.ttl === undefined ? config.ttl : options.ttl,
+      maxValueBytes: config.maxValueBytes,
       logger: options.logger,
     });
   }

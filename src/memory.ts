@@ -5,7 +5,14 @@
  */
 
 import { CacheInputError } from "./errors.ts";
-import { entryKey, hashInput, normalizeCompanyId, registryKey, requireCompanyId } from "./keys.ts";
+import {
+  DEFAULT_MAX_KEY_INPUT_BYTES,
+  entryKey,
+  hashInput,
+  normalizeCompanyId,
+  registryKey,
+  requireCompanyId,
+} from "./keys.ts";
 import type { CacheLogger } from "./log.ts";
 import type { CacheBackend, ClearOptions, EntryOptions, SetOptions } from "./types.ts";
 import {
@@ -42,6 +49,12 @@ export interface MemoryCacheOptions {
    * @default {67108864 (64 MiB)}
    */
   maxValueBytes?: number;
+  /**
+   * The largest key input, in bytes of its canonical JSON (pure ASCII), that any call accepts.
+   *
+   * @default {1048576 (1 MiB)}
+   */
+  maxKeyInputBytes?: number;
   /**
    * Accepted for symmetry with the Redis providers; an in-process cache has no faults to log.
    *
@@ -82,6 +95,7 @@ export class MemoryCache implements CacheBackend {
   readonly prefix: string;
   readonly #defaultTtl: number | null;
   readonly #maxValueBytes: number;
+  readonly #maxKeyInputBytes: number;
   readonly #entries = new Map<string, Entry>();
   readonly #registries = new Map<string, Set<string>>();
   #sweepAt = 1024;
@@ -103,6 +117,7 @@ export class MemoryCache implements CacheBackend {
     this.#defaultTtl = options.ttl === undefined ? 3600 : options.ttl;
     if (this.#defaultTtl !== null) ttlToMs(this.#defaultTtl, null);
     this.#maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
+    this.#maxKeyInputBytes = options.maxKeyInputBytes ?? DEFAULT_MAX_KEY_INPUT_BYTES;
   }
 
   /** Always `null`: there is no server client. */
@@ -226,7 +241,7 @@ export class MemoryCache implements CacheBackend {
   }
 
   #key(input: unknown, companyId: string | undefined): string {
-    return entryKey(this.prefix, this.name, hashInput(input), companyId);
+    return entryKey(this.prefix, this.name, hashInput(input, this.#maxKeyInputBytes), companyId);
   }
 
   /** The entry if it exists and has not expired; drops it when it has. */

@@ -6,9 +6,18 @@
  * @module
  */
 
+import { isIP } from "node:net";
 import type { RedisConfig } from "./config.ts";
 import { CacheConfigError, CacheDependencyError, CacheInputError } from "./errors.ts";
-import { entryKey, hashInput, normalizeCompanyId, registryKey, requireCompanyId } from "./keys.ts";
+import { faultCause } from "./faults.ts";
+import {
+  DEFAULT_MAX_KEY_INPUT_BYTES,
+  entryKey,
+  hashInput,
+  normalizeCompanyId,
+  registryKey,
+  requireCompanyId,
+} from "./keys.ts";
 import { type CacheLogger, FaultLog } from "./log.ts";
 import {
   loadScriptSources,
@@ -69,11 +78,19 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
    */
   autoPipelining?: boolean;
   /**
-   * The largest value, in UTF-8 bytes of its JSON, that `set` accepts.
+   * The largest value, in UTF-8 bytes of its JSON, that `set` accepts; a larger one is a
+   * `CacheSerializationError` and nothing is sent.
    *
-   * @default {67108864 (64 MiB)}
+   * @default {config.maxValueBytes (REDIS_MAX_VALUE_BYTES, 67108864 = 64 MiB)}
    */
   maxValueBytes?: number;
+  /**
+   * The largest key input, in bytes of its canonical JSON (pure ASCII), that any call accepts; a
+   * larger one is a `CacheInputError` and nothing is sent.
+   *
+   * @default {1048576 (1 MiB)}
+   */
+  maxKeyInputBytes?: number;
   /**
    * Where fault lines go (rate-limited; never holds the password).
    *
@@ -143,6 +160,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   readonly #poolSize: number;
   readonly #autoPipelining: boolean;
   readonly #maxValueBytes: number;
+  readonly #maxKeyInputBytes: number;
   readonly #pruneSample: number;
   readonly #clearBatch: number;
   readonly #log: FaultLog;
@@ -151,6 +169,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   #next = 0;
   #scripts: Record<ScriptName, Script> | undefined;
   #closed = false;
+  /** The last error a connection emitted: names the cause when connect() only sees "closed". */
+  #lastConnectionError: unknown;
 
   /** The npm package whose client this provider drives. */
   protected abstract readonly clientPackage: "ioredis" | "iovalkey";
@@ -181,7 +201,11 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     this.#autoPipelining = options.autoPipelining ?? true;
     this.#maxValueBytes = positiveInt(
       "maxValueBytes",
-      options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
+      options.maxValueBytes ?? config.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
+    );
+    this.#maxKeyInputBytes = positiveInt(
+      "maxKeyInputBytes",
+      options.maxKeyInputBytes ?? DEFAULT_MAX_KEY_INPUT_BYTES,
     );
     this.#pruneSample = nonNegativeInt("pruneSample", options.pruneSample ?? 2);
     this.#clearBatch = positiveInt("clearBatchSize", options.clearBatchSize ?? 500);
@@ -211,7 +235,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     this.#scripts ??= await loadScriptSources();
     if (this.#clients.length === 0) {
       const Client = await this.#loadClient();
-      const tls = this.config.tls ? await tlsOptions(this.config) : undefined;
+      const tls = this.config.tls ? await tlsOptions(this.config, this.#envPrefix()) : undefined;
       for (let i = 0; i < this.#poolSize; i++) this.#clients.push(this.#createClient(Client, tls));
     }
     try {
@@ -223,10 +247,17 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       this.#log.recovered("connect");
       return true;
     } catch (error) {
+      // The connect promise often only says "Connection is closed": the connection's own error
+      // (WRONGPASS, an untrusted certificate) tells the operator what to fix.
+      const prefix = this.#envPrefix();
+      const own = faultCause(error, prefix);
+      const cause = own ?? faultCause(this.#lastConnectionError, prefix);
       this.#log.fault(
         "connect",
-        `Cannot reach ${this.clientPackage} server at ${this.#where()}; caching is off until it answers (retrying in the background)`,
-        error,
+        cause
+          ? `Cannot connect to the ${this.clientPackage} server at ${this.#where()}: ${cause.summary}; caching is off until it answers (retrying in the background)`
+          : `Cannot reach ${this.clientPackage} server at ${this.#where()}; caching is off until it answers (retrying in the background)`,
+        own || !cause ? error : this.#lastConnectionError,
       );
       return false;
     }
@@ -279,7 +310,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   /** Stores `value` and registers its key in one EVALSHA; `false` on a server fault. */
   async set(input: unknown, value: unknown, options?: SetOptions): Promise<boolean> {
     const companyId = normalizeCompanyId(options?.companyId);
-    const key = entryKey(this.config.prefix, this.name, hashInput(input), companyId);
+    const key = entryKey(this.config.prefix, this.name, this.#hash(input), companyId);
     const text = serializeValue(value, this.#maxValueBytes);
     const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
     return await this.#store(registryKey(this.config.prefix, companyId), [key], [text], ttlMs);
@@ -288,7 +319,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   /** Deletes one entry and unregisters it; `true` when it existed. */
   async delete(input: unknown, options?: EntryOptions): Promise<boolean> {
     const companyId = normalizeCompanyId(options?.companyId);
-    const key = entryKey(this.config.prefix, this.name, hashInput(input), companyId);
+    const key = entryKey(this.config.prefix, this.name, this.#hash(input), companyId);
     try {
       const deleted = await this.#run("delete_and_unregister", [
         key,
@@ -319,7 +350,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   ): Promise<(T | null)[]> {
     const companyId = normalizeCompanyId(options?.companyId);
     const keys = inputs.map((input) =>
-      entryKey(this.config.prefix, this.name, hashInput(input), companyId)
+      entryKey(this.config.prefix, this.name, this.#hash(input), companyId)
     );
     if (keys.length === 0) return [];
     let texts: (string | null)[];
@@ -346,7 +377,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const texts: string[] = [];
     for (const entry of entries) {
       const [input, value] = entryPair(entry);
-      keys.push(entryKey(this.config.prefix, this.name, hashInput(input), companyId));
+      keys.push(entryKey(this.config.prefix, this.name, this.#hash(input), companyId));
       texts.push(serializeValue(value, this.#maxValueBytes));
     }
     const registry = registryKey(this.config.prefix, companyId);
@@ -454,9 +485,14 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     return entryKey(
       this.config.prefix,
       this.name,
-      hashInput(input),
+      this.#hash(input),
       normalizeCompanyId(companyId),
     );
+  }
+
+  /** The input's hash; a key input over maxKeyInputBytes is a CacheInputError. */
+  #hash(input: unknown): string {
+    return hashInput(input, this.#maxKeyInputBytes);
   }
 
   #parse<T>(text: string, key: string): T | null {
@@ -484,11 +520,19 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   }
 
   #fault(operation: string, error: unknown): void {
+    const cause = faultCause(error, this.#envPrefix());
     this.#log.fault(
       operation,
-      `Cache ${operation} failed at ${this.#where()}; served as a miss`,
+      cause
+        ? `Cache ${operation} failed at ${this.#where()}: ${cause.summary}; served as a miss`
+        : `Cache ${operation} failed at ${this.#where()}; served as a miss`,
       error,
     );
+  }
+
+  /** `REDIS` or `VALKEY`: the environment variables a fault message points at. */
+  #envPrefix(): string {
+    return this.clientPackage === "iovalkey" ? "VALKEY" : "REDIS";
   }
 
   #where(): string {
@@ -520,14 +564,35 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       tls,
       lazyConnect: true,
       connectTimeout: this.#timeoutMs,
-      // No commandTimeout: its per-command timer costs more than the command (see
-      // stall_watch.ts); the stall watch below bounds every call by the same timeout.
-      // No offline queue: while the server is down a call fails at once (a miss) instead of
-      // waiting in a queue that grows without bound; retries happen at the connection level.
+      // Memory stays bounded and every call settles within the timeout however long the server
+      // is down or hung (tests/faults_test.ts):
+      // - no commandTimeout: its per-command timer costs more than the command itself; the stall
+      //   watch below (src/stall_watch.ts) rejects every waiting call once the connection has
+      //   gone `timeout` without a reply, and drops a silent connection, so a hung server (SIGSTOP,
+      //   a network black hole) cannot pile up the calls made during the hang.
+      // - enableOfflineQueue false: while the connection is not ready (server down, reconnecting)
+      //   a call fails at once and is served as a miss, instead of waiting in an offline queue
+      //   that grows with every call for as long as the outage lasts.
+      // - maxRetriesPerRequest: with REDIS_RETRY_ON_TIMEOUT (the default) the commands in flight
+      //   when a connection drops may be resent once after the reconnect, so a brief reset costs
+      //   no miss; with 0 they fail at the first drop. The stall watch bounds the wait either way.
       enableOfflineQueue: false,
       maxRetriesPerRequest: config.retryOnTimeout ? 1 : 0,
       enableAutoPipelining: this.#autoPipelining,
-      retryStrategy: (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
+      // Reconnect attempts back off to one per second: cheap for a down server (one refused TCP
+      // connect), and a restarted server is in use again within about a second.
+      retryStrategy: (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 1000),
+    });
+    client.on("error", (error) => {
+      this.#lastConnectionError = error;
+      const cause = faultCause(error, this.#envPrefix());
+      this.#log.fault(
+        "connection",
+        cause
+          ? `Connection to ${this.#where()} failed: ${cause.summary}`
+          : `Connection to ${this.#where()} failed`,
+        error,
+      );
     });
     this.#watches.push(watchStalls(
       client as unknown as Parameters<typeof watchStalls>[0],
@@ -539,11 +604,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
           error,
         ),
     ));
-    client.on(
-      "error",
-      (error) => this.#log.fault("connection", `Connection to ${this.#where()} failed`, error),
-    );
     client.on("ready", () => {
+      this.#lastConnectionError = undefined;
       this.#log.recovered("connection");
       // A restarted server has lost its scripts: register them again before calls arrive.
       if (this.#scripts) {
@@ -566,15 +628,24 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   }
 }
 
-async function tlsOptions(config: RedisConfig): Promise<Record<string, unknown>> {
-  // `servername` lets certificate checks match the configured host name.
-  const options: Record<string, unknown> = { servername: config.host };
+async function tlsOptions(
+  config: RedisConfig,
+  envPrefix: string,
+): Promise<Record<string, unknown>> {
+  // `servername` (SNI) lets certificate checks match the configured host name. An IP address is
+  // not a valid SNI name (RFC 6066; Node rejects it): the certificate is then checked against the
+  // IP address, which must be among its subjectAltNames.
+  const options: Record<string, unknown> = isIP(config.host) === 0
+    ? { servername: config.host }
+    : {};
   if (config.tlsCa) {
     try {
       options.ca = await readTextFile(config.tlsCa);
     } catch (error) {
       throw new CacheConfigError(
-        `Cannot read the TLS CA file ${config.tlsCa} (REDIS_TLS_CA): ${(error as Error).message}`,
+        `Cannot read the TLS CA file ${config.tlsCa} (${envPrefix}_TLS_CA): ${
+          (error as Error).message
+        }`,
         { cause: error },
       );
     }
