@@ -6,7 +6,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 
 // deno-lint-ignore no-explicit-any
 const denoNs: any = (globalThis as any).Deno;
@@ -37,6 +37,11 @@ export function sha256Hex(text: string): string {
 /** Lowercase hex SHA-1 of the UTF-8 bytes of `text`: the digest Redis names a script by. */
 export function sha1Hex(text: string): string {
   return createHash("sha1").update(text, "utf8").digest("hex");
+}
+
+/** 16 random bytes from the system's CSPRNG as lowercase hex: a lock owner token. */
+export function randomToken(): string {
+  return randomBytes(16).toString("hex");
 }
 
 /**

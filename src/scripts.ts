@@ -15,6 +15,10 @@ export const SCRIPT_NAMES = [
   "delete_and_unregister",
   "clear_registry",
   "prune_registry",
+  "read_or_lock",
+  "set_if_generation",
+  "release_lock",
+  "bump_generation",
 ] as const;
 
 /** One script's name. */
