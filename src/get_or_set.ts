@@ -170,43 +170,42 @@ export class GetOrSetRunner {
     const key = entryKey(ctx.prefix, ctx.name, hashInput(input), companyId);
     const plan = resolvePlan(options, ctx.defaultTtl);
 
-    let result: FlowResult | undefined;
+    let result: FlowResult;
     if (plan.staleMs === 0) {
       // The hot path: one GET, exactly like get().
-      let text: string | null = null;
+      let text: string | null;
       try {
         text = await ctx.store.get(key);
       } catch (error) {
         return await this.#degraded(error, compute, start, companyId, key);
       }
       if (text !== null) result = { text, fromCache: true, stale: false };
-    }
-    if (!result) {
-      const joined = this.#inflight.get(key);
-      if (joined) result = await joined;
       else {
-        const keys = this.#keys(key, companyId);
-        if (plan.staleMs === 0) {
-          result = await this.#start(keys, plan, compute, undefined, undefined);
-        } else {
-          const token = randomToken();
-          let reply: LockReply;
-          try {
-            reply = await ctx.store.readOrLock(keys, token, plan.lockMs, plan.staleMs);
-          } catch (error) {
-            return await this.#degraded(error, compute, start, companyId, key);
-          }
-          if (reply.status === 1) result = { text: reply.text!, fromCache: true, stale: false };
-          else if (reply.status === 2 || reply.status === 3) {
-            if (reply.status === 2) this.#refresh(keys, plan, compute, reply, token, start);
-            result = { text: reply.text!, fromCache: true, stale: true };
-          } else {
-            // Missing: a flow another caller of this process started meanwhile is joined,
-            // unless this call took the lock.
-            const other = reply.status === 5 ? this.#inflight.get(key) : undefined;
-            result = other ? await other : await this.#start(keys, plan, compute, reply, token);
-          }
-        }
+        const joined = this.#inflight.get(key);
+        result = joined
+          ? await joined
+          : await this.#start(this.#keys(key, companyId), plan, compute, undefined, undefined);
+      }
+    } else {
+      // One read-or-lock call: the value and whether it is stale, and the lock when it is.
+      // In-process flows are joined only when the entry is missing: a refresh in flight must not
+      // hold up callers that can be served the stale value.
+      const keys = this.#keys(key, companyId);
+      const token = randomToken();
+      let reply: LockReply;
+      try {
+        reply = await ctx.store.readOrLock(keys, token, plan.lockMs, plan.staleMs);
+      } catch (error) {
+        return await this.#degraded(error, compute, start, companyId, key);
+      }
+      if (reply.status === 1) result = { text: reply.text!, fromCache: true, stale: false };
+      else if (reply.status === 2 || reply.status === 3) {
+        if (reply.status === 2) this.#refresh(keys, plan, compute, reply, token, start);
+        result = { text: reply.text!, fromCache: true, stale: true };
+      } else {
+        // Missing: join a flow of this process unless this call took the lock.
+        const other = reply.status === 5 ? this.#inflight.get(key) : undefined;
+        result = other ? await other : await this.#start(keys, plan, compute, reply, token);
       }
     }
 

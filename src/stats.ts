@@ -106,6 +106,8 @@ export class Histogram {
       seen += this.#buckets[index];
       if (seen >= rank) break;
     }
+    // The overflow bucket has no upper bound: the slowest call stands for it.
+    if (index >= BUCKETS - 1) return this.#max;
     // The bucket's geometric middle, kept within what was actually seen.
     const middle = index === 0 ? 0.0005 : 2 ** ((index - 0.5) / STEPS_PER_DOUBLING) / 1000;
     return Math.min(Math.max(middle, this.#min), this.#max);
