@@ -30,7 +30,23 @@ import {
 import { readTextFile } from "./runtime.ts";
 import { scanRegistries } from "./registries.ts";
 import { type StallWatch, watchStalls } from "./stall_watch.ts";
-import type { CacheBackend, ClearOptions, EntryOptions, SetOptions } from "./types.ts";
+import type {
+  CacheBackend,
+  ClearOptions,
+  Compute,
+  EntryOptions,
+  GetOrSetOptions,
+  SetOptions,
+} from "./types.ts";
+import {
+  allGenerationKey,
+  GENERATION_TTL_MS,
+  GetOrSetRunner,
+  type GetOrSetStore,
+  type LockReply,
+  registryGenerationKey,
+} from "./get_or_set.ts";
+import { type CacheEventListener, type CacheStats, type Histogram, Metrics } from "./stats.ts";
 import {
   DEFAULT_MAX_VALUE_BYTES,
   entryPair,
@@ -109,6 +125,13 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
    * @default {500}
    */
   clearBatchSize?: number;
+  /**
+   * Receives an event for every hit, miss, set, error and clear (see `CacheEvent`); more
+   * listeners can be added with `subscribe`. A listener that throws never breaks a cache call.
+   *
+   * @default {undefined}
+   */
+  onEvent?: CacheEventListener;
 }
 
 /**
@@ -164,6 +187,9 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   readonly #pruneSample: number;
   readonly #clearBatch: number;
   readonly #log: FaultLog;
+  readonly #metrics: Metrics;
+  readonly #op: Record<OperationName, Histogram>;
+  readonly #getOrSet: GetOrSetRunner;
   #clients: ProtocolClient[] = [];
   #watches: StallWatch[] = [];
   #next = 0;
@@ -210,6 +236,22 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     this.#pruneSample = nonNegativeInt("pruneSample", options.pruneSample ?? 2);
     this.#clearBatch = positiveInt("clearBatchSize", options.clearBatchSize ?? 500);
     this.#log = new FaultLog(options.logger, [config.password]);
+    this.#metrics = new Metrics(
+      options.onEvent,
+      (error) => this.#log.fault("listener", "A cache event listener threw; ignored", error),
+    );
+    this.#op = operations(this.#metrics);
+    this.#getOrSet = new GetOrSetRunner({
+      prefix: config.prefix,
+      name: this.name,
+      defaultTtl: this.#defaultTtl,
+      maxValueBytes: this.#maxValueBytes,
+      maxKeyInputBytes: this.#maxKeyInputBytes,
+      store: this.#store(),
+      metrics: this.#metrics,
+      log: this.#log,
+      fault: (operation, error) => this.#fault(operation, error),
+    });
   }
 
   /** The key prefix, used exactly as configured. */
@@ -296,28 +338,37 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
 
   /** The cached value, or `null` on a miss or a server fault (logged). */
   async get<T = unknown>(input: unknown, options?: EntryOptions): Promise<T | null> {
-    const key = this.#key(input, options?.companyId);
+    const start = performance.now();
+    const companyId = normalizeCompanyId(options?.companyId);
+    const key = entryKey(this.config.prefix, this.name, this.#hash(input), companyId);
     let text: string | null;
     try {
       text = await this.#pick().get(key);
     } catch (error) {
       this.#fault("get", error);
+      this.#metrics.failed(this.#op.get, start, companyId, key);
       return null;
     }
+    this.#metrics.lookup(this.#op.get, text !== null, start, companyId, key);
     return text === null ? null : this.#parse<T>(text, key);
   }
 
   /** Stores `value` and registers its key in one EVALSHA; `false` on a server fault. */
   async set(input: unknown, value: unknown, options?: SetOptions): Promise<boolean> {
+    const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
     const key = entryKey(this.config.prefix, this.name, this.#hash(input), companyId);
     const text = serializeValue(value, this.#maxValueBytes);
     const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
-    return await this.#store(registryKey(this.config.prefix, companyId), [key], [text], ttlMs);
+    const ok = await this.#write(registryKey(this.config.prefix, companyId), [key], [text], ttlMs);
+    if (ok) this.#metrics.stored(this.#op.set, start, companyId, key);
+    else this.#metrics.failed(this.#op.set, start, companyId, key);
+    return ok;
   }
 
   /** Deletes one entry and unregisters it; `true` when it existed. */
   async delete(input: unknown, options?: EntryOptions): Promise<boolean> {
+    const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
     const key = entryKey(this.config.prefix, this.name, this.#hash(input), companyId);
     try {
@@ -325,20 +376,26 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         key,
         registryKey(this.config.prefix, companyId),
       ], []);
+      this.#metrics.timed(this.#op.delete, start);
       return deleted === 1;
     } catch (error) {
       this.#fault("delete", error);
+      this.#metrics.failed(this.#op.delete, start, companyId, key);
       return false;
     }
   }
 
   /** `true` when the entry exists (one EXISTS, no value transfer). */
   async exists(input: unknown, options?: EntryOptions): Promise<boolean> {
+    const start = performance.now();
     const key = this.#key(input, options?.companyId);
     try {
-      return (await this.#pick().exists(key)) === 1;
+      const found = (await this.#pick().exists(key)) === 1;
+      this.#metrics.timed(this.#op.exists, start);
+      return found;
     } catch (error) {
       this.#fault("exists", error);
+      this.#metrics.failed(this.#op.exists, start, normalizeCompanyId(options?.companyId), key);
       return false;
     }
   }
@@ -348,6 +405,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     inputs: readonly unknown[],
     options?: EntryOptions,
   ): Promise<(T | null)[]> {
+    const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
     const keys = inputs.map((input) =>
       entryKey(this.config.prefix, this.name, this.#hash(input), companyId)
@@ -358,8 +416,16 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       texts = await this.#pick().mget(...keys);
     } catch (error) {
       this.#fault("getMany", error);
+      this.#metrics.failed(this.#op.getMany, start, companyId);
       return keys.map(() => null);
     }
+    this.#metrics.lookups(
+      this.#op.getMany,
+      keys,
+      texts.map((text) => text !== null),
+      start,
+      companyId,
+    );
     return texts.map((text, i) => text === null ? null : this.#parse<T>(text, keys[i]));
   }
 
@@ -371,6 +437,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     entries: readonly (readonly [unknown, unknown])[],
     options?: SetOptions,
   ): Promise<boolean> {
+    const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
     const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
     const keys: string[] = [];
@@ -382,11 +449,20 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     }
     const registry = registryKey(this.config.prefix, companyId);
     let ok = true;
-    for (let start = 0; start < keys.length; start += SET_MANY_CHUNK) {
-      const end = start + SET_MANY_CHUNK;
-      ok = await this.#store(registry, keys.slice(start, end), texts.slice(start, end), ttlMs) &&
-        ok;
+    let stored = 0;
+    for (let from = 0; from < keys.length; from += SET_MANY_CHUNK) {
+      const end = from + SET_MANY_CHUNK;
+      const batch = await this.#write(
+        registry,
+        keys.slice(from, end),
+        texts.slice(from, end),
+        ttlMs,
+      );
+      if (batch) stored += Math.min(end, keys.length) - from;
+      ok = batch && ok;
     }
+    if (ok) this.#metrics.stored(this.#op.setMany, start, companyId, undefined, stored);
+    else this.#metrics.failed(this.#op.setMany, start, companyId);
     return ok;
   }
 
@@ -395,13 +471,26 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
    * `options.onProgress` receives the running count after each batch.
    */
   async clearCompany(companyId: string | number, options?: ClearOptions): Promise<number> {
+    const start = performance.now();
     const id = requireCompanyId(companyId);
-    return await this.#clearRegistries([registryKey(this.config.prefix, id)], options);
+    return await this.#clearRegistries(
+      [registryKey(this.config.prefix, id)],
+      this.#op.clearCompany,
+      start,
+      options,
+      id,
+    );
   }
 
   /** Deletes every entry stored without a tenant; returns the keys deleted. */
   async clearGlobal(options?: ClearOptions): Promise<number> {
-    return await this.#clearRegistries([registryKey(this.config.prefix, undefined)], options);
+    const start = performance.now();
+    return await this.#clearRegistries(
+      [registryKey(this.config.prefix, undefined)],
+      this.#op.clearGlobal,
+      start,
+      options,
+    );
   }
 
   /**
@@ -409,14 +498,32 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
    * written by the Python original; touches no key outside the prefix.
    */
   async clearAll(options?: ClearOptions): Promise<number> {
+    const start = performance.now();
+    try {
+      // First the clear-all epoch: a getOrSet of a tenant that has no registry yet is invalidated
+      // too.
+      await this.#run("bump_generation", [allGenerationKey(this.config.prefix)], []);
+    } catch (error) {
+      this.#fault("clear", error);
+      this.#metrics.failed(this.#op.clearAll, start);
+      return 0;
+    }
     const registries = await this.#scanRegistries();
-    return registries === null ? 0 : await this.#clearRegistries(registries, options);
+    if (registries === null) {
+      this.#metrics.failed(this.#op.clearAll, start);
+      return 0;
+    }
+    return await this.#clearRegistries(registries, this.#op.clearAll, start, options);
   }
 
   /** Walks every registry and removes members whose key is gone; returns how many. */
   async pruneRegistries(): Promise<number> {
+    const start = performance.now();
     const registries = await this.#scanRegistries();
-    if (registries === null) return 0;
+    if (registries === null) {
+      this.#metrics.failed(this.#op.prune, start);
+      return 0;
+    }
     let removed = 0;
     try {
       for (const registry of registries) {
@@ -430,13 +537,74 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
           removed += count;
         } while (cursor !== "0");
       }
+      this.#metrics.timed(this.#op.prune, start);
     } catch (error) {
       this.#fault("prune", error);
+      this.#metrics.failed(this.#op.prune, start);
     }
     return removed;
   }
 
-  async #store(registry: string, keys: string[], texts: string[], ttlMs: number): Promise<boolean> {
+  /**
+   * The cached value, or runs `compute()` once per key across this process's callers and, through
+   * a lock on the server, across processes; stores its result unless a clear ran while it was
+   * computed (generation counters, checked by the write script); returns it. With
+   * `staleWhileRevalidate`, a stale value is returned at once while one caller refreshes it in
+   * the background. A server fault never throws: `compute()`'s value is returned, unstored. An
+   * error thrown by `compute()` reaches the caller; nothing is stored and the lock is released.
+   *
+   * @param input Any JSON-serializable value naming the entry.
+   * @param compute Produces the value on a miss.
+   * @param options `ttl`, `companyId`, `lockTimeout` (seconds, default 10) and
+   * `staleWhileRevalidate` (seconds, default off).
+   * @returns The value, as JSON carries it (cached or computed alike).
+   */
+  getOrSet<T>(input: unknown, compute: Compute<T>, options?: GetOrSetOptions): Promise<T> {
+    return this.#getOrSet.run(input, compute, options);
+  }
+
+  /** Counters and latency percentiles since this provider was created. */
+  stats(): CacheStats {
+    return this.#metrics.snapshot();
+  }
+
+  /**
+   * Adds an event listener (hit, miss, set, error, clear).
+   *
+   * @param listener Called synchronously with each event; its errors are ignored.
+   * @returns The function that removes the listener.
+   */
+  subscribe(listener: CacheEventListener): () => void {
+    return this.#metrics.subscribe(listener);
+  }
+
+  /** The primitives of getOrSet, each one command or script on this provider's connections. */
+  #store(): GetOrSetStore {
+    return {
+      get: (key) => this.#pick().get(key),
+      readOrLock: async (keys, token, lockMs, staleMs) => {
+        // The token's first 48 bits seed a missing generation counter with a random value.
+        const seed = parseInt(token.slice(0, 12), 16);
+        const [status, text, generation, all] = await this.#run(
+          "read_or_lock",
+          [keys.key, keys.lock, keys.generation, keys.all],
+          [token, lockMs, staleMs, seed, GENERATION_TTL_MS],
+        ) as [LockReply["status"], string | null, string | null, string | null];
+        return { status, text, generation: generation ?? "", all: all ?? "" };
+      },
+      setIfGeneration: async (keys, text, ttlMs, reply, token) =>
+        (await this.#run(
+          "set_if_generation",
+          [keys.registry, keys.key, keys.generation, keys.all, keys.lock],
+          [ttlMs, this.#pruneSample, text, reply.generation, reply.all, token],
+        )) === 1,
+      releaseLock: async (keys, token) => {
+        await this.#run("release_lock", [keys.lock], [token]);
+      },
+    };
+  }
+
+  async #write(registry: string, keys: string[], texts: string[], ttlMs: number): Promise<boolean> {
     try {
       await this.#run("set_and_register", [registry, ...keys], [
         ttlMs,
@@ -450,15 +618,24 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     }
   }
 
-  async #clearRegistries(registries: string[], options?: ClearOptions): Promise<number> {
+  async #clearRegistries(
+    registries: string[],
+    op: Histogram,
+    start: number,
+    options?: ClearOptions,
+    companyId?: string,
+  ): Promise<number> {
+    const prefix = this.config.prefix;
     const onProgress = options?.onProgress;
     let deleted = 0;
     try {
       for (const registry of registries) {
+        // The scope's generation counter goes with it: the script bumps it atomically.
+        const keys = [registry, registryGenerationKey(prefix, registry)];
         for (;;) {
-          const [count, left] = await this.#run("clear_registry", [registry], [
+          const [count, left] = await this.#run("clear_registry", keys, [
             this.#clearBatch,
-            this.config.prefix,
+            prefix,
           ]) as [number, number];
           deleted += count;
           if (onProgress) reportProgress(onProgress, deleted);
@@ -467,7 +644,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       }
     } catch (error) {
       this.#fault("clear", error);
+      this.#metrics.failed(op, start, companyId);
+      return deleted;
     }
+    this.#metrics.cleared(op, start, deleted, companyId);
     return deleted;
   }
 
@@ -660,6 +840,38 @@ function reportProgress(onProgress: (deleted: number) => void, deleted: number):
   } catch {
     // The clear goes on: a failing progress display must not leave a tenant half-cleared.
   }
+}
+
+/** The operations whose latency a provider records. */
+type OperationName =
+  | "get"
+  | "set"
+  | "delete"
+  | "exists"
+  | "getMany"
+  | "setMany"
+  | "clearCompany"
+  | "clearGlobal"
+  | "clearAll"
+  | "prune";
+
+function operations(metrics: Metrics): Record<OperationName, Histogram> {
+  const names: OperationName[] = [
+    "get",
+    "set",
+    "delete",
+    "exists",
+    "getMany",
+    "setMany",
+    "clearCompany",
+    "clearGlobal",
+    "clearAll",
+    "prune",
+  ];
+  return Object.fromEntries(names.map((name) => [name, metrics.operation(name)])) as Record<
+    OperationName,
+    Histogram
+  >;
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
