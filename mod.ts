@@ -32,9 +32,11 @@ export {
   cacheExists,
   cacheGet,
   cacheGetMany,
+  cacheGetOrSet,
   cachePruneRegistries,
   cacheSet,
   cacheSetMany,
+  cacheStats,
   closeCache,
   getCache,
   getCacheClient,
@@ -65,7 +67,15 @@ export {
   CacheInputError,
   CacheSerializationError,
 } from "./src/errors.ts";
-export type { CacheBackend, ClearOptions, EntryOptions, SetOptions } from "./src/types.ts";
+export type {
+  CacheBackend,
+  ClearOptions,
+  Compute,
+  EntryOptions,
+  GetOrSetOptions,
+  SetOptions,
+} from "./src/types.ts";
+export type { CacheEvent, CacheEventListener, CacheStats, OperationStats } from "./src/stats.ts";
 export type { CacheLogger } from "./src/log.ts";
 export type { ScriptClient } from "./src/scripts.ts";
 export type { ClusterClient, ClusterConstructor } from "./src/cluster.ts";

@@ -467,7 +467,7 @@ async function benchPool(
   const next = () => (turn = (turn + 1) % inputs.length);
   await compareVariants(
     label,
-    "get 100 conc.",
+    "pool, get 100 concurrent",
     () => client.get(keys[next()]),
     caches.map(({ name, cache }) => ({ name, op: () => cache.get(inputs[next()]) })),
     CONCURRENCY,
@@ -475,7 +475,7 @@ async function benchPool(
   const smallText = JSON.stringify(small);
   await compareVariants(
     label,
-    "set 100 conc.",
+    "pool, set 100 concurrent",
     () => client.set(keys[next()], smallText, "EX", TTL),
     caches.map(({ name, cache }) => ({ name, op: () => cache.set(inputs[next()], small) })),
     CONCURRENCY,

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs redis-server (Debian bookworm) and valkey-server (bookworm-backports) when missing.
-# Idempotent: does nothing when both binaries are already on PATH.
+# Installs redis-server (Debian bookworm) and valkey-server (bookworm-backports) when missing, and
+# openssl (the TLS tests make their certificates with it).
+# Idempotent: does nothing when the binaries are already on PATH.
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
-if have redis-server && have valkey-server && have redis-cli; then
+if have redis-server && have valkey-server && have redis-cli && have openssl; then
   exit 0
 fi
 
@@ -32,6 +33,7 @@ fi
 $sudo_cmd apt-get update -qq
 have redis-server || $sudo_cmd apt-get install -y -qq --no-install-recommends redis-server >/dev/null
 have valkey-server || $sudo_cmd apt-get install -y -qq --no-install-recommends -t bookworm-backports valkey-server >/dev/null
+have openssl || $sudo_cmd apt-get install -y -qq --no-install-recommends openssl >/dev/null
 
 # The packages start system services on 6379; the tests never use them, and we leave the
 # machine's services as the package set them up.

@@ -11,6 +11,7 @@
 
 import { CacheConfigError } from "./errors.ts";
 import { type EnvRecord, readEnv } from "./runtime.ts";
+import { DEFAULT_MAX_VALUE_BYTES } from "./values.ts";
 
 /**
  * Options of `new RedisConfig(options)` / `new ValkeyConfig(options)`. Every field is optional;
@@ -134,6 +135,14 @@ export interface RedisConfigOptions {
    */
   tlsCa?: string;
   /**
+   * The largest value, in UTF-8 bytes of its JSON, that a write accepts (an integer >= 1); a
+   * larger one is a `CacheSerializationError` and nothing is sent. A provider's `maxValueBytes`
+   * option wins over it.
+   *
+   * @default {67108864 (64 MiB)}
+   */
+  maxValueBytes?: number;
+  /**
    * Connection URL, `redis://[user[:password]@]host[:port][/db]`; `rediss://` means TLS
    * (`valkey://` and `valkeys://` are accepted as aliases). User and password are
    * percent-decoded. The URL defines host, port (6379 when absent), db (0 when absent), username,
@@ -157,6 +166,7 @@ const DEFAULTS = {
   ttl: 3600,
   prefix: "cache:",
   tls: false,
+  maxValueBytes: DEFAULT_MAX_VALUE_BYTES,
 } as const;
 
 /** The config fields (every option except `url`). */
@@ -198,6 +208,7 @@ const ENV_SUFFIX: Readonly<Record<FieldName, string>> = {
   prefix: "PREFIX",
   tls: "TLS",
   tlsCa: "TLS_CA",
+  maxValueBytes: "MAX_VALUE_BYTES",
 };
 
 const FIELDS = Object.keys(ENV_SUFFIX) as FieldName[];
@@ -234,6 +245,7 @@ const EXPECTED: Readonly<Record<FieldName, string>> = {
   prefix: "a string",
   tls: "a boolean",
   tlsCa: "a non-empty path to a CA certificate file",
+  maxValueBytes: "an integer >= 1 (bytes)",
 };
 
 function invalid(label: string, shown: string, expected: string): CacheConfigError {
@@ -290,6 +302,7 @@ function checkField(field: FieldName, value: unknown, label: string, shown: stri
       if (!Number.isSafeInteger(value) || (value as number) < 0) throw fail();
       return value;
     case "maxConnections":
+    case "maxValueBytes":
       if (!Number.isSafeInteger(value) || (value as number) < 1) throw fail();
       return value;
     case "timeout":
@@ -413,7 +426,8 @@ function parseEnvField(field: FieldName, name: string, raw: string): unknown {
       return raw;
     case "port":
     case "db":
-    case "maxConnections": {
+    case "maxConnections":
+    case "maxValueBytes": {
       const text = stripComment(raw);
       const value = INTEGER.test(text) ? Number(text.replaceAll("_", "")) : NaN;
       return checkField(field, value, name, shown);
@@ -454,7 +468,8 @@ function readEnvField(field: FieldName, name: string, raw: string): unknown {
   } catch (error) {
     if (
       error instanceof CacheConfigError &&
-      (field === "port" || field === "db" || field === "maxConnections" || field === "timeout")
+      (field === "port" || field === "db" || field === "maxConnections" ||
+        field === "maxValueBytes" || field === "timeout")
     ) {
       throw new CacheConfigError(`${error.message.slice(0, -1)} (${COMMENT_NOTE}).`);
     }
@@ -622,6 +637,8 @@ export class RedisConfig {
   readonly tls: boolean;
   /** Path to a CA certificate file for TLS, or `undefined`. */
   readonly tlsCa: string | undefined;
+  /** The largest value, in UTF-8 bytes of its JSON, that a write accepts. */
+  readonly maxValueBytes: number;
   readonly #password: string | undefined;
 
   /**
@@ -674,6 +691,7 @@ export class RedisConfig {
     this.prefix = pick("prefix", DEFAULTS.prefix) as string;
     this.tls = pick("tls", DEFAULTS.tls) as boolean;
     this.tlsCa = pick("tlsCa", undefined) as string | undefined;
+    this.maxValueBytes = pick("maxValueBytes", DEFAULTS.maxValueBytes) as number;
   }
 
   /**
@@ -702,7 +720,7 @@ export class RedisConfig {
    *
    * Variables: `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`, `REDIS_USERNAME`, `REDIS_PASSWORD`,
    * `REDIS_MAX_CONNECTIONS`, `REDIS_RETRY_ON_TIMEOUT`, `REDIS_TIMEOUT`, `REDIS_CACHE_TTL`,
-   * `REDIS_PREFIX`, `REDIS_TLS`, `REDIS_TLS_CA`, `REDIS_URL`.
+   * `REDIS_PREFIX`, `REDIS_TLS`, `REDIS_TLS_CA`, `REDIS_MAX_VALUE_BYTES`, `REDIS_URL`.
    * Cluster mode: `REDIS_CLUSTER_NODES` (comma-separated `host:port` seeds; setting it selects
    * cluster mode), `REDIS_CLUSTER_TENANT_BUCKETS` (1), `REDIS_CLUSTER_GLOBAL_BUCKETS` (16).
    *
@@ -769,6 +787,7 @@ export class RedisConfig {
       prefix: this.prefix,
       tls: this.tls,
       tlsCa: this.tlsCa,
+      maxValueBytes: this.maxValueBytes,
     };
   }
 

@@ -12,12 +12,13 @@ import {
   RedisConfig,
   ValkeyConfig,
 } from "./config.ts";
-import { CacheConfigError, CacheDependencyError } from "./errors.ts";
+import { CacheConfigError, CacheDependencyError, CacheInputError } from "./errors.ts";
 import { type CacheLogger, FaultLog } from "./log.ts";
 import { MemoryCache } from "./memory.ts";
 import { RedisCache } from "./redis.ts";
 import { type EnvRecord, readEnv } from "./runtime.ts";
-import type { CacheBackend, EntryOptions, SetOptions } from "./types.ts";
+import { type CacheEventListener, type CacheStats, emptyStats } from "./stats.ts";
+import type { CacheBackend, Compute, EntryOptions, GetOrSetOptions, SetOptions } from "./types.ts";
 import { ValkeyCache } from "./valkey.ts";
 
 /** Options of `setCache`. Everything not given is read from the environment. */
@@ -58,6 +59,14 @@ export interface SetCacheOptions {
    * @default {console.warn}
    */
   logger?: CacheLogger;
+  /**
+   * Receives an event for every hit, miss, set, error and clear of the installed cache (see
+   * `CacheEvent`), to wire metrics without patching. It runs synchronously inside the cache
+   * call; one that throws is logged and ignored, never breaking the call.
+   *
+   * @default {undefined}
+   */
+  onEvent?: CacheEventListener;
 }
 
 let current: CacheBackend | null = null;
@@ -136,11 +145,19 @@ function createBackend(
   options: SetCacheOptions,
   env: EnvRecord,
 ): CacheBackend {
-  const common = { ttl: options.ttl, timeout: options.timeout, logger: options.logger };
+  const common = {
+    ttl: options.ttl,
+    timeout: options.timeout,
+    logger: options.logger,
+    onEvent: options.onEvent,
+  };
   if (kind === "memory") {
+    const config = RedisConfig.fromEnv(env);
     return new MemoryCache({
-      ttl: options.ttl === undefined ? RedisConfig.fromEnv(env).ttl : options.ttl,
+      ttl: options.ttl === undefined ? config.ttl : options.ttl,
+      maxValueBytes: config.maxValueBytes,
       logger: options.logger,
+      onEvent: options.onEvent,
     });
   }
   if (kind === "valkey") {
@@ -442,6 +459,99 @@ export function cacheClearAll(): Promise<number> {
  */
 export function cachePruneRegistries(): Promise<number> {
   return withBackend((backend) => backend.pruneRegistries(), 0);
+}
+
+/**
+ * Reads an entry, or computes and stores it: returns the cached value when there is one;
+ * otherwise runs `compute()` and stores its result with `ttl`.
+ *
+ * - Concurrent calls for one key share one `compute()`: within a process (single-flight) and,
+ *   on Redis / Valkey, across processes, through a lock per key (`<prefix>lock:...`, SET NX PX with
+ *   a random owner token, released by an owner-checked script). Others wait for the value, at
+ *   most `lockTimeout` seconds (default 10), then compute themselves.
+ * - A value computed while a clear of its scope ran (`cacheClearCompany`, `cacheClearGlobal`,
+ *   `cacheClearAll`) is returned but not stored, so no pre-clear data outlives a clear.
+ * - `staleWhileRevalidate` (seconds): after the TTL, the stale value is returned at once while one
+ *   caller refreshes it in the background; a failed refresh is logged and the stale value keeps
+ *   being served until it expires, `ttl + staleWhileRevalidate` after it was stored.
+ * - A server fault never throws: `compute()` runs and its value is returned. An error thrown by
+ *   `compute()` reaches the caller; nothing is stored and the lock is released.
+ * - The value comes back as JSON carries it, cached or computed alike. With no cache installed
+ *   (`ENABLE_CACHE=false`), `compute()`'s value is returned as is.
+ *
+ * @param input Any JSON-serializable value naming the entry.
+ * @param compute Produces the value on a miss: a value or a promise of one.
+ * @param options `ttl`, `companyId`, `lockTimeout` and `staleWhileRevalidate` (seconds).
+ * @returns The cached or computed value.
+ *
+ * @example Computing once, then serving from the cache
+ * ```ts
+ * import { cacheGetOrSet, closeCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * let calls = 0;
+ * const loadReport = async () => {
+ *   calls++;
+ *   return { total: 1200 };
+ * };
+ * const options = { companyId: "acme", ttl: 300 };
+ * const [a, b] = await Promise.all([
+ *   cacheGetOrSet({ report: "sales" }, loadReport, options),
+ *   cacheGetOrSet({ report: "sales" }, loadReport, options),
+ * ]);
+ * assert.deepEqual(a, { total: 1200 });
+ * assert.deepEqual(b, { total: 1200 });
+ * assert.deepEqual(await cacheGetOrSet({ report: "sales" }, loadReport, options), { total: 1200 });
+ * assert.equal(calls, 1);
+ * await closeCache();
+ * ```
+ */
+export function cacheGetOrSet<T>(
+  input: unknown,
+  compute: Compute<T>,
+  options?: GetOrSetOptions,
+): Promise<T> {
+  const backend = current;
+  if (backend) return backend.getOrSet(input, compute, options);
+  return resolveBackend().then((resolved) => {
+    if (resolved) return resolved.getOrSet(input, compute, options);
+    if (typeof compute !== "function") {
+      throw new CacheInputError(
+        `Invalid compute ${String(compute)}: pass a function that returns the value to cache`,
+      );
+    }
+    return compute();
+  });
+}
+
+/**
+ * Counters and latency percentiles of the installed cache since `setCache`: hits, misses,
+ * stale hits, sets, discarded sets (computed across a clear), errors, lock waits, clears, and
+ * p50 / p95 / p99 / max milliseconds per operation. All zero when no cache is installed.
+ *
+ * @returns A snapshot; later calls do not change it.
+ *
+ * @example Counting hits and misses
+ * ```ts
+ * import { cacheGet, cacheSet, cacheStats, closeCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * await cacheGet("k");
+ * await cacheSet("k", 1);
+ * await cacheGet("k");
+ * const stats = cacheStats();
+ * assert.equal(stats.hits, 1);
+ * assert.equal(stats.misses, 1);
+ * assert.equal(stats.sets, 1);
+ * assert.equal(stats.operations.get.calls, 2);
+ * assert.ok(stats.operations.get.p99 >= stats.operations.get.p50);
+ * await closeCache();
+ * ```
+ */
+export function cacheStats(): CacheStats {
+  return current?.stats() ?? emptyStats();
 }
 
 /**

@@ -22,6 +22,7 @@ const PLAIN_STRING = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 // Only surrogates make UTF-16 order differ from code-point order (astral vs U+E000..U+FFFF).
 const HAS_SURROGATE = /[\ud800-\udfff]/;
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const SHORT_ESCAPES: Record<number, string> = {
   0x08: "\\b",
   0x09: "\\t",
@@ -58,6 +59,9 @@ export function canonicalJson(input: unknown): string {
   return write(input, "", { path: [], stack: [] }, 0);
 }
 
+/** The default maximum size of one key input's canonical JSON: 1 MiB. */
+export const DEFAULT_MAX_KEY_INPUT_BYTES = 1024 * 1024;
+
 /**
  * The `<hash>` part of an entry key: lowercase hex SHA-256 of {@linkcode canonicalJson}.
  *
@@ -68,14 +72,25 @@ export function canonicalJson(input: unknown): string {
  *
  * assert.match(hashInput({ user_id: 123 }), /^[0-9a-f]{64}$/);
  * assert.equal(hashInput({ a: 1, b: 2 }), hashInput({ b: 2, a: 1 }));
+ * assert.throws(() => hashInput("x".repeat(100), 64), /maxKeyInputBytes/);
  * ```
  *
  * @param input The cache key input.
+ * @param maxBytes The largest canonical JSON accepted, in bytes (canonical JSON is pure ASCII,
+ * so its length is its byte count); no limit when omitted.
  * @returns 64 lowercase hex characters.
- * @throws {CacheInputError} As {@linkcode canonicalJson}.
+ * @throws {CacheInputError} As {@linkcode canonicalJson}, and when the canonical JSON is longer
+ * than `maxBytes`.
  */
-export function hashInput(input: unknown): string {
+export function hashInput(input: unknown, maxBytes: number = Infinity): string {
   const canonical = canonicalJson(input);
+  if (canonical.length > maxBytes) {
+    throw new CacheInputError(
+      `Cache key input too large: its canonical JSON is ${canonical.length} bytes, over the ` +
+        `maximum of ${maxBytes} bytes (maxKeyInputBytes); key on a smaller input (an id, or a ` +
+        `hash of the data) or raise maxKeyInputBytes`,
+    );
+  }
   if (canonical.length > MEMO_MAX_CHARS) return sha256Hex(canonical);
   let hash = digestMemo.get(canonical);
   if (hash === undefined) {
@@ -115,11 +130,24 @@ const MEMO_MAX_CHARS = 256;
  *
  * @param companyId `undefined` for the global scope, a non-empty string, or a safe integer.
  * @returns The tenant id as a string, or `undefined` for the global scope.
- * @throws {CacheInputError} For an empty string, `null`, a non-integer number or any other type.
+ * @throws {CacheInputError} For an empty string, a string holding a lone surrogate, `null`, a
+ * non-integer number or any other type.
  */
 export function normalizeCompanyId(companyId: unknown): string | undefined {
   if (companyId === undefined) return undefined;
-  if (typeof companyId === "string" && companyId !== "") return companyId;
+  if (typeof companyId === "string" && companyId !== "") {
+    // A lone surrogate is not Unicode text: the client sends it as U+FFFD, so two different ids
+    // would name the same tenant's keys.
+    if (LONE_SURROGATE.test(companyId)) {
+      throw new CacheInputError(
+        `Invalid companyId ${
+          JSON.stringify(companyId.slice(0, 80))
+        }: it holds a lone UTF-16 surrogate, which is not valid Unicode and would collide with ` +
+          `other ids on the server; pass well-formed text`,
+      );
+    }
+    return companyId;
+  }
   // String(-0) is "0", so 0 and -0 are the same tenant.
   if (typeof companyId === "number" && Number.isSafeInteger(companyId)) return String(companyId);
   throw new CacheInputError(

@@ -31,9 +31,16 @@
  * the tag is only ever the text between the braces the layout wrote (a prefix with braces is
  * refused in cluster mode).
  *
+ * getOrSet's keys follow the registry of their bucket: the generation counter
+ * `<prefix>generation:<registry key after <prefix>registry:>`, the clear-all epoch
+ * `<prefix>generation:all:<same>` (one per bucket, instead of the single server's
+ * `<prefix>generation:all`) and the lock `<prefix>lock:<entry key after <prefix>>`, each with the
+ * bucket's hash tag.
+ *
  * @module
  */
 
+import { allGenerationKey, lockKey, registryGenerationKey } from "./get_or_set.ts";
 import { entryKey, registryKey } from "./keys.ts";
 import { sha256Hex } from "./runtime.ts";
 import { hashTagOf } from "./slots.ts";
@@ -53,6 +60,20 @@ export interface KeyLayout {
    * prune (in a cluster: one with a hash tag, so its members share its slot).
    */
   isRegistry(key: string): boolean;
+  /**
+   * The generation counter of a registry's scope (getOrSet; see src/get_or_set.ts), which a clear
+   * of that registry increments: `<prefix>generation:<the registry key after <prefix>registry:>`.
+   */
+  generationKey(registry: string): string;
+  /**
+   * The clear-all epoch a getOrSet of that registry's scope reads, which clearAll increments:
+   * `<prefix>generation:all` on a single server; one per bucket in a cluster,
+   * `<prefix>generation:all:<the registry key after <prefix>registry:>`, so that it shares the
+   * slot of the entries it guards.
+   */
+  epochKey(registry: string): string;
+  /** The getOrSet lock of an entry: `<prefix>lock:<the entry key after <prefix>>`. */
+  lockKey(entryKey: string): string;
 }
 
 /** The layout of the Python original, for a single server (or a primary with replicas). */
@@ -83,6 +104,21 @@ export class StandaloneLayout implements KeyLayout {
   /** Every Set under `<prefix>registry:` (including those the Python original wrote). */
   isRegistry(_key: string): boolean {
     return true;
+  }
+
+  /** `<prefix>generation:tenant:<companyId>` or `<prefix>generation:global`. */
+  generationKey(registry: string): string {
+    return registryGenerationKey(this.#prefix, registry);
+  }
+
+  /** The one clear-all epoch, `<prefix>generation:all`. */
+  epochKey(_registry: string): string {
+    return allGenerationKey(this.#prefix);
+  }
+
+  /** `<prefix>lock:<entry key after the prefix>`. */
+  lockKey(entryKey: string): string {
+    return lockKey(this.#prefix, entryKey);
   }
 }
 
@@ -153,6 +189,21 @@ export class ClusterLayout implements KeyLayout {
     const rest = key.slice(this.#prefix.length);
     return (rest.startsWith("registry:tenant:{") || rest.startsWith("registry:global:{")) &&
       hashTagOf(key) !== key;
+  }
+
+  /** `<prefix>generation:tenant:<scope>` or `<prefix>generation:global:{g<bucket>}`. */
+  generationKey(registry: string): string {
+    return registryGenerationKey(this.#prefix, registry);
+  }
+
+  /** `<prefix>generation:all:tenant:<scope>` or `<prefix>generation:all:global:{g<bucket>}`. */
+  epochKey(registry: string): string {
+    return `${this.#prefix}generation:all:${registry.slice(this.#prefix.length + 9)}`;
+  }
+
+  /** `<prefix>lock:<entry key after the prefix>`: the entry's hash tag, so its slot. */
+  lockKey(entryKey: string): string {
+    return lockKey(this.#prefix, entryKey);
   }
 
   #globalScope(bucket: number): string {

@@ -5,9 +5,31 @@
  */
 
 import { CacheInputError } from "./errors.ts";
-import { entryKey, hashInput, normalizeCompanyId, registryKey, requireCompanyId } from "./keys.ts";
-import type { CacheLogger } from "./log.ts";
-import type { CacheBackend, ClearOptions, EntryOptions, SetOptions } from "./types.ts";
+import {
+  DEFAULT_MAX_KEY_INPUT_BYTES,
+  entryKey,
+  hashInput,
+  normalizeCompanyId,
+  registryKey,
+  requireCompanyId,
+} from "./keys.ts";
+import { type CacheLogger, FaultLog } from "./log.ts";
+import { StandaloneLayout } from "./layout.ts";
+import {
+  allGenerationKey,
+  GetOrSetRunner,
+  type GetOrSetStore,
+  registryGenerationKey,
+} from "./get_or_set.ts";
+import { type CacheEventListener, type CacheStats, type Histogram, Metrics } from "./stats.ts";
+import type {
+  CacheBackend,
+  ClearOptions,
+  Compute,
+  EntryOptions,
+  GetOrSetOptions,
+  SetOptions,
+} from "./types.ts";
 import {
   DEFAULT_MAX_VALUE_BYTES,
   entryPair,
@@ -43,11 +65,30 @@ export interface MemoryCacheOptions {
    */
   maxValueBytes?: number;
   /**
-   * Accepted for symmetry with the Redis providers; an in-process cache has no faults to log.
+   * The largest key input, in bytes of its canonical JSON (pure ASCII), that any call accepts.
+   *
+   * @default {1048576 (1 MiB)}
+   */
+  maxKeyInputBytes?: number;
+  /**
+   * Where warnings go: an event listener that throws, a failed background refresh.
    *
    * @default {console.warn}
    */
   logger?: CacheLogger;
+  /**
+   * Receives an event for every hit, miss, set and clear (see `CacheEvent`); more listeners can
+   * be added with `subscribe`. A listener that throws never breaks a cache call.
+   *
+   * @default {undefined}
+   */
+  onEvent?: CacheEventListener;
+}
+
+interface Lock {
+  token: string;
+  /** Epoch milliseconds after which the lock is free. */
+  expiresAt: number;
 }
 
 interface Entry {
@@ -82,8 +123,20 @@ export class MemoryCache implements CacheBackend {
   readonly prefix: string;
   readonly #defaultTtl: number | null;
   readonly #maxValueBytes: number;
+  readonly #maxKeyInputBytes: number;
   readonly #entries = new Map<string, Entry>();
   readonly #registries = new Map<string, Set<string>>();
+  /** getOrSet's locks, by lock key. */
+  readonly #locks = new Map<string, Lock>();
+  /** Generation counters, by counter key (created by a getOrSet miss, bumped by clears). */
+  readonly #generations = new Map<string, number>();
+  readonly #log: FaultLog;
+  readonly #metrics: Metrics;
+  readonly #opGet: Histogram;
+  readonly #opSet: Histogram;
+  readonly #opGetMany: Histogram;
+  readonly #opSetMany: Histogram;
+  readonly #getOrSet: GetOrSetRunner;
   #sweepAt = 1024;
 
   /**
@@ -103,6 +156,29 @@ export class MemoryCache implements CacheBackend {
     this.#defaultTtl = options.ttl === undefined ? 3600 : options.ttl;
     if (this.#defaultTtl !== null) ttlToMs(this.#defaultTtl, null);
     this.#maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
+    this.#maxKeyInputBytes = options.maxKeyInputBytes ?? DEFAULT_MAX_KEY_INPUT_BYTES;
+    this.#log = new FaultLog(options.logger);
+    this.#metrics = new Metrics(
+      options.onEvent,
+      (error) => this.#log.fault("listener", "A cache event listener threw; ignored", error),
+    );
+    this.#opGet = this.#metrics.operation("get");
+    this.#opSet = this.#metrics.operation("set");
+    this.#opGetMany = this.#metrics.operation("getMany");
+    this.#opSetMany = this.#metrics.operation("setMany");
+    this.#getOrSet = new GetOrSetRunner({
+      prefix: this.prefix,
+      layout: new StandaloneLayout(this.prefix),
+      name: this.name,
+      defaultTtl: this.#defaultTtl,
+      maxValueBytes: this.#maxValueBytes,
+      maxKeyInputBytes: this.#maxKeyInputBytes,
+      store: this.#store(),
+      metrics: this.#metrics,
+      log: this.#log,
+      // An in-process store has no server to fail.
+      fault: () => {},
+    });
   }
 
   /** Always `null`: there is no server client. */
@@ -124,18 +200,27 @@ export class MemoryCache implements CacheBackend {
   async close(): Promise<void> {
     this.#entries.clear();
     this.#registries.clear();
+    this.#locks.clear();
+    this.#generations.clear();
   }
 
   /** The cached value (a fresh copy), or `null` on a miss. */
   async get<T = unknown>(input: unknown, options?: EntryOptions): Promise<T | null> {
-    const key = this.#key(input, normalizeCompanyId(options?.companyId));
+    const start = performance.now();
+    const companyId = normalizeCompanyId(options?.companyId);
+    const key = this.#key(input, companyId);
     const text = this.#live(key)?.text;
+    this.#metrics.lookup(this.#opGet, text !== undefined, start, companyId, key);
     return text === undefined ? null : parseValue<T>(text);
   }
 
   /** Stores a copy of `value` (as JSON text) and registers its key. */
   async set(input: unknown, value: unknown, options?: SetOptions): Promise<boolean> {
-    return await this.setMany([[input, value]], options);
+    const start = performance.now();
+    const companyId = normalizeCompanyId(options?.companyId);
+    const [key] = this.#setEntries([[input, value]], companyId, options?.ttl);
+    this.#metrics.stored(this.#opSet, start, companyId, key);
+    return true;
   }
 
   /** Deletes one entry; `true` when it existed. */
@@ -159,11 +244,15 @@ export class MemoryCache implements CacheBackend {
     inputs: readonly unknown[],
     options?: EntryOptions,
   ): Promise<(T | null)[]> {
+    const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
-    return inputs.map((input) => {
-      const text = this.#live(this.#key(input, companyId))?.text;
-      return text === undefined ? null : parseValue<T>(text);
-    });
+    const keys = inputs.map((input) => this.#key(input, companyId));
+    const texts = keys.map((key) => this.#live(key)?.text);
+    if (keys.length > 0) {
+      const found = texts.map((text) => text !== undefined);
+      this.#metrics.lookups(this.#opGetMany, keys, found, start, companyId);
+    }
+    return texts.map((text) => text === undefined ? null : parseValue<T>(text));
   }
 
   /** Stores every entry; all are validated before any is written. */
@@ -171,8 +260,20 @@ export class MemoryCache implements CacheBackend {
     entries: readonly (readonly [unknown, unknown])[],
     options?: SetOptions,
   ): Promise<boolean> {
+    const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
-    const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
+    const keys = this.#setEntries(entries, companyId, options?.ttl);
+    this.#metrics.stored(this.#opSetMany, start, companyId, undefined, keys.length);
+    return true;
+  }
+
+  /** Validates every entry, then stores them all; returns their keys. */
+  #setEntries(
+    entries: readonly (readonly [unknown, unknown])[],
+    companyId: string | undefined,
+    ttl: number | null | undefined,
+  ): string[] {
+    const ttlMs = ttlToMs(ttl, this.#defaultTtl);
     const prepared = entries.map((entry) => {
       const [input, value] = entryPair(entry);
       return [this.#key(input, companyId), serializeValue(value, this.#maxValueBytes)];
@@ -186,7 +287,7 @@ export class MemoryCache implements CacheBackend {
       members.add(key);
     }
     this.#maybeSweep();
-    return true;
+    return prepared.map(([key]) => key);
   }
 
   /**
@@ -194,20 +295,112 @@ export class MemoryCache implements CacheBackend {
    * it never calls `onProgress`.
    */
   async clearCompany(companyId: string | number, _options?: ClearOptions): Promise<number> {
+    const start = performance.now();
     const id = requireCompanyId(companyId);
-    return this.#clear(registryKey(this.prefix, id));
+    const deleted = this.#clear(registryKey(this.prefix, id));
+    this.#metrics.cleared(this.#metrics.operation("clearCompany"), start, deleted, id);
+    return deleted;
   }
 
   /** Deletes every entry stored without a tenant; returns how many were deleted. */
   async clearGlobal(_options?: ClearOptions): Promise<number> {
-    return this.#clear(registryKey(this.prefix, undefined));
+    const start = performance.now();
+    const deleted = this.#clear(registryKey(this.prefix, undefined));
+    this.#metrics.cleared(this.#metrics.operation("clearGlobal"), start, deleted);
+    return deleted;
   }
 
   /** Deletes every entry of every scope; returns how many were deleted. */
   async clearAll(_options?: ClearOptions): Promise<number> {
+    const start = performance.now();
+    this.#bump(allGenerationKey(this.prefix));
     let deleted = 0;
     for (const registry of [...this.#registries.keys()]) deleted += this.#clear(registry);
+    this.#metrics.cleared(this.#metrics.operation("clearAll"), start, deleted);
     return deleted;
+  }
+
+  /**
+   * The cached value, or runs `compute()` once per key (concurrent callers share it), stores its
+   * result unless a clear ran while it was computed, and returns it; with
+   * `staleWhileRevalidate`, serves a stale value while one refresh runs. Same semantics as
+   * `RedisCache.getOrSet`, in-process.
+   *
+   * @param input Any JSON-serializable value naming the entry.
+   * @param compute Produces the value on a miss.
+   * @param options `ttl`, `companyId`, `lockTimeout` and `staleWhileRevalidate` (seconds).
+   * @returns The value, as JSON carries it (cached or computed alike).
+   */
+  getOrSet<T>(input: unknown, compute: Compute<T>, options?: GetOrSetOptions): Promise<T> {
+    return this.#getOrSet.run(input, compute, options);
+  }
+
+  /** Counters and latency percentiles since this cache was created. */
+  stats(): CacheStats {
+    return this.#metrics.snapshot();
+  }
+
+  /**
+   * Adds an event listener (hit, miss, set, clear).
+   *
+   * @param listener Called synchronously with each event; its errors are ignored.
+   * @returns The function that removes the listener.
+   */
+  subscribe(listener: CacheEventListener): () => void {
+    return this.#metrics.subscribe(listener);
+  }
+
+  /** getOrSet's primitives, with the semantics of the Lua scripts. */
+  #store(): GetOrSetStore {
+    return {
+      get: async (key) => this.#live(key)?.text ?? null,
+      readOrLock: async (keys, token, lockMs, staleMs) => {
+        const now = Date.now();
+        const entry = this.#live(keys.key);
+        if (entry) {
+          const left = entry.expiresAt === 0 ? Infinity : entry.expiresAt - now;
+          if (staleMs <= 0 || left > staleMs) {
+            return { status: 1, text: entry.text, generation: "", all: "" };
+          }
+        }
+        const lock = this.#locks.get(keys.lock);
+        const taken = !lock || lock.expiresAt <= now;
+        if (taken) this.#locks.set(keys.lock, { token, expiresAt: now + lockMs });
+        for (const counter of [keys.generation, keys.all]) {
+          if (!this.#generations.has(counter)) this.#generations.set(counter, 0);
+        }
+        return {
+          status: entry ? (taken ? 2 : 3) : (taken ? 4 : 5),
+          text: entry?.text ?? null,
+          generation: String(this.#generations.get(keys.generation)),
+          all: String(this.#generations.get(keys.all)),
+        };
+      },
+      setIfGeneration: async (keys, text, ttlMs, reply, token) => {
+        this.#unlock(keys.lock, token);
+        if (
+          String(this.#generations.get(keys.generation)) !== reply.generation ||
+          String(this.#generations.get(keys.all)) !== reply.all
+        ) return false;
+        let members = this.#registries.get(keys.registry);
+        if (!members) this.#registries.set(keys.registry, members = new Set());
+        this.#entries.set(keys.key, { text, expiresAt: ttlMs === 0 ? 0 : Date.now() + ttlMs });
+        members.add(keys.key);
+        this.#maybeSweep();
+        return true;
+      },
+      releaseLock: async (keys, token) => this.#unlock(keys.lock, token),
+    };
+  }
+
+  #unlock(lock: string, token: string): void {
+    if (token !== "" && this.#locks.get(lock)?.token === token) this.#locks.delete(lock);
+  }
+
+  /** Increments a generation counter that exists (a getOrSet may be relying on it). */
+  #bump(counter: string): void {
+    const value = this.#generations.get(counter);
+    if (value !== undefined) this.#generations.set(counter, value + 1);
   }
 
   /** Removes registry members whose entry has expired; returns how many were removed. */
@@ -226,7 +419,7 @@ export class MemoryCache implements CacheBackend {
   }
 
   #key(input: unknown, companyId: string | undefined): string {
-    return entryKey(this.prefix, this.name, hashInput(input), companyId);
+    return entryKey(this.prefix, this.name, hashInput(input, this.#maxKeyInputBytes), companyId);
   }
 
   /** The entry if it exists and has not expired; drops it when it has. */
@@ -240,6 +433,7 @@ export class MemoryCache implements CacheBackend {
   }
 
   #clear(registry: string): number {
+    this.#bump(registryGenerationKey(this.prefix, registry));
     const members = this.#registries.get(registry);
     if (!members) return 0;
     let deleted = 0;

@@ -6,9 +6,17 @@
  * @module
  */
 
+import { isIP } from "node:net";
 import type { RedisConfig } from "./config.ts";
 import { CacheConfigError, CacheDependencyError, CacheInputError } from "./errors.ts";
-import { hashInput, normalizeCompanyId, requireCompanyId } from "./keys.ts";
+import { faultCause } from "./faults.ts";
+import {
+  DEFAULT_MAX_KEY_INPUT_BYTES,
+  globEscape,
+  hashInput,
+  normalizeCompanyId,
+  requireCompanyId,
+} from "./keys.ts";
 import {
   clearClusterRegistry,
   type ClusterClient,
@@ -23,6 +31,7 @@ import {
 } from "./cluster.ts";
 import { watchDeadlines } from "./deadline_watch.ts";
 import { ClusterLayout, type KeyLayout, StandaloneLayout } from "./layout.ts";
+import { keySlot } from "./slots.ts";
 import { type CacheLogger, FaultLog } from "./log.ts";
 import {
   loadScriptSources,
@@ -35,7 +44,21 @@ import {
 import { readTextFile } from "./runtime.ts";
 import { scanRegistries } from "./registries.ts";
 import { type StallWatch, watchStalls } from "./stall_watch.ts";
-import type { CacheBackend, ClearOptions, EntryOptions, SetOptions } from "./types.ts";
+import type {
+  CacheBackend,
+  ClearOptions,
+  Compute,
+  EntryOptions,
+  GetOrSetOptions,
+  SetOptions,
+} from "./types.ts";
+import {
+  GENERATION_TTL_MS,
+  GetOrSetRunner,
+  type GetOrSetStore,
+  type LockReply,
+} from "./get_or_set.ts";
+import { type CacheEventListener, type CacheStats, type Histogram, Metrics } from "./stats.ts";
 import {
   DEFAULT_MAX_VALUE_BYTES,
   entryPair,
@@ -83,11 +106,19 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
    */
   autoPipelining?: boolean;
   /**
-   * The largest value, in UTF-8 bytes of its JSON, that `set` accepts.
+   * The largest value, in UTF-8 bytes of its JSON, that `set` accepts; a larger one is a
+   * `CacheSerializationError` and nothing is sent.
    *
-   * @default {67108864 (64 MiB)}
+   * @default {config.maxValueBytes (REDIS_MAX_VALUE_BYTES, 67108864 = 64 MiB)}
    */
   maxValueBytes?: number;
+  /**
+   * The largest key input, in bytes of its canonical JSON (pure ASCII), that any call accepts; a
+   * larger one is a `CacheInputError` and nothing is sent.
+   *
+   * @default {1048576 (1 MiB)}
+   */
+  maxKeyInputBytes?: number;
   /**
    * Where fault lines go (rate-limited; never holds the password).
    *
@@ -106,6 +137,13 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
    * @default {500}
    */
   clearBatchSize?: number;
+  /**
+   * Receives an event for every hit, miss, set, error and clear (see `CacheEvent`); more
+   * listeners can be added with `subscribe`. A listener that throws never breaks a cache call.
+   *
+   * @default {undefined}
+   */
+  onEvent?: CacheEventListener;
 }
 
 /**
@@ -158,9 +196,13 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   readonly #poolSize: number;
   readonly #autoPipelining: boolean;
   readonly #maxValueBytes: number;
+  readonly #maxKeyInputBytes: number;
   readonly #pruneSample: number;
   readonly #clearBatch: number;
   readonly #log: FaultLog;
+  readonly #metrics: Metrics;
+  readonly #op: Record<OperationName, Histogram>;
+  readonly #getOrSet: GetOrSetRunner;
   readonly #layout: KeyLayout;
   #clients: ProtocolClient[] = [];
   /** What runs the scripts of `#clients[i]`: the client itself, or a cluster script client. */
@@ -171,6 +213,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   #next = 0;
   #scripts: Record<ScriptName, Script> | undefined;
   #closed = false;
+  /** The last error a connection emitted: names the cause when connect() only sees "closed". */
+  #lastConnectionError: unknown;
 
   /** The npm package whose client this provider drives. */
   protected abstract readonly clientPackage: "ioredis" | "iovalkey";
@@ -209,17 +253,38 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     this.#autoPipelining = options.autoPipelining ?? true;
     this.#maxValueBytes = positiveInt(
       "maxValueBytes",
-      options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
+      options.maxValueBytes ?? config.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
+    );
+    this.#maxKeyInputBytes = positiveInt(
+      "maxKeyInputBytes",
+      options.maxKeyInputBytes ?? DEFAULT_MAX_KEY_INPUT_BYTES,
     );
     this.#pruneSample = nonNegativeInt("pruneSample", options.pruneSample ?? 2);
     this.#clearBatch = positiveInt("clearBatchSize", options.clearBatchSize ?? 500);
     this.#log = new FaultLog(options.logger, [config.password]);
+    this.#metrics = new Metrics(
+      options.onEvent,
+      (error) => this.#log.fault("listener", "A cache event listener threw; ignored", error),
+    );
+    this.#op = operations(this.#metrics);
     this.#layout = config.mode === "cluster"
       ? new ClusterLayout(config.prefix, {
         tenantBuckets: config.clusterTenantBuckets,
         globalBuckets: config.clusterGlobalBuckets,
       })
       : new StandaloneLayout(config.prefix);
+    this.#getOrSet = new GetOrSetRunner({
+      prefix: config.prefix,
+      layout: this.#layout,
+      name: this.name,
+      defaultTtl: this.#defaultTtl,
+      maxValueBytes: this.#maxValueBytes,
+      maxKeyInputBytes: this.#maxKeyInputBytes,
+      store: this.#store(),
+      metrics: this.#metrics,
+      log: this.#log,
+      fault: (operation, error) => this.#fault(operation, error),
+    });
   }
 
   /** The key prefix, used exactly as configured. */
@@ -244,8 +309,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     if (this.#closed) return false;
     this.#scripts ??= await loadScriptSources();
     if (this.#clients.length === 0) {
-      const tls = this.config.tls ? await tlsOptions(this.config) : undefined;
+      const tls = this.config.tls ? await tlsOptions(this.config, this.#envPrefix()) : undefined;
       if (this.#layout.clustered) {
+        // Each node is checked against its own host name, not the first seed's.
+        if (tls) delete tls.servername;
         const Cluster = await this.#loadClient(() => this.loadClusterClass());
         for (let i = 0; i < this.#poolSize; i++) {
           const cluster = this.#createClusterClient(Cluster, tls);
@@ -275,10 +342,17 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       this.#log.recovered("connect");
       return true;
     } catch (error) {
+      // The connect promise often only says "Connection is closed": the connection's own error
+      // (WRONGPASS, an untrusted certificate) tells the operator what to fix.
+      const prefix = this.#envPrefix();
+      const own = faultCause(error, prefix);
+      const cause = own ?? faultCause(this.#lastConnectionError, prefix);
       this.#log.fault(
         "connect",
-        `Cannot reach ${this.clientPackage} server at ${this.#where()}; caching is off until it answers (retrying in the background)`,
-        error,
+        cause
+          ? `Cannot connect to the ${this.clientPackage} server at ${this.#where()}: ${cause.summary}; caching is off until it answers (retrying in the background)`
+          : `Cannot reach ${this.clientPackage} server at ${this.#where()}; caching is off until it answers (retrying in the background)`,
+        own || !cause ? error : this.#lastConnectionError,
       );
       return false;
     }
@@ -317,51 +391,66 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
 
   /** The cached value, or `null` on a miss or a server fault (logged). */
   async get<T = unknown>(input: unknown, options?: EntryOptions): Promise<T | null> {
-    const key = this.#key(input, options?.companyId);
+    const start = performance.now();
+    const companyId = normalizeCompanyId(options?.companyId);
+    const key = this.#layout.entryKey(this.name, this.#hash(input), companyId);
     let text: string | null;
     try {
       text = await this.#pick().get(key);
     } catch (error) {
       this.#fault("get", error);
+      this.#metrics.failed(this.#op.get, start, companyId, key);
       return null;
     }
+    this.#metrics.lookup(this.#op.get, text !== null, start, companyId, key);
     return text === null ? null : this.#parse<T>(text, key);
   }
 
   /** Stores `value` and registers its key in one EVALSHA; `false` on a server fault. */
   async set(input: unknown, value: unknown, options?: SetOptions): Promise<boolean> {
+    const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
-    const hash = hashInput(input);
+    const hash = this.#hash(input);
     const key = this.#layout.entryKey(this.name, hash, companyId);
     const text = serializeValue(value, this.#maxValueBytes);
     const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
-    return await this.#store(this.#layout.registryKey(hash, companyId), [key], [text], ttlMs);
+    const ok = await this.#write(this.#layout.registryKey(hash, companyId), [key], [text], ttlMs);
+    if (ok) this.#metrics.stored(this.#op.set, start, companyId, key);
+    else this.#metrics.failed(this.#op.set, start, companyId, key);
+    return ok;
   }
 
   /** Deletes one entry and unregisters it; `true` when it existed. */
   async delete(input: unknown, options?: EntryOptions): Promise<boolean> {
+    const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
-    const hash = hashInput(input);
+    const hash = this.#hash(input);
     const key = this.#layout.entryKey(this.name, hash, companyId);
     try {
       const deleted = await this.#run("delete_and_unregister", [
         key,
         this.#layout.registryKey(hash, companyId),
       ], []);
+      this.#metrics.timed(this.#op.delete, start);
       return deleted === 1;
     } catch (error) {
       this.#fault("delete", error);
+      this.#metrics.failed(this.#op.delete, start, companyId, key);
       return false;
     }
   }
 
   /** `true` when the entry exists (one EXISTS, no value transfer). */
   async exists(input: unknown, options?: EntryOptions): Promise<boolean> {
+    const start = performance.now();
     const key = this.#key(input, options?.companyId);
     try {
-      return (await this.#pick().exists(key)) === 1;
+      const found = (await this.#pick().exists(key)) === 1;
+      this.#metrics.timed(this.#op.exists, start);
+      return found;
     } catch (error) {
       this.#fault("exists", error);
+      this.#metrics.failed(this.#op.exists, start, normalizeCompanyId(options?.companyId), key);
       return false;
     }
   }
@@ -371,9 +460,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     inputs: readonly unknown[],
     options?: EntryOptions,
   ): Promise<(T | null)[]> {
+    const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
     const keys = inputs.map((input) =>
-      this.#layout.entryKey(this.name, hashInput(input), companyId)
+      this.#layout.entryKey(this.name, this.#hash(input), companyId)
     );
     if (keys.length === 0) return [];
     let texts: (string | null)[];
@@ -383,8 +473,16 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         : await this.#pick().mget(...keys);
     } catch (error) {
       this.#fault("getMany", error);
+      this.#metrics.failed(this.#op.getMany, start, companyId);
       return keys.map(() => null);
     }
+    this.#metrics.lookups(
+      this.#op.getMany,
+      keys,
+      texts.map((text) => text !== null),
+      start,
+      companyId,
+    );
     return texts.map((text, i) => text === null ? null : this.#parse<T>(text, keys[i]));
   }
 
@@ -396,13 +494,14 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     entries: readonly (readonly [unknown, unknown])[],
     options?: SetOptions,
   ): Promise<boolean> {
+    const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
     const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
-    // One group per registry: a scope standalone, a bucket (one slot) in a cluster.
+    // One group per registry: the scope on a single server, each bucket (one slot) in a cluster.
     const groups = new Map<string, { keys: string[]; texts: string[] }>();
     for (const entry of entries) {
       const [input, value] = entryPair(entry);
-      const hash = hashInput(input);
+      const hash = this.#hash(input);
       const text = serializeValue(value, this.#maxValueBytes);
       const registry = this.#layout.registryKey(hash, companyId);
       let group = groups.get(registry);
@@ -410,16 +509,24 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       group.keys.push(this.#layout.entryKey(this.name, hash, companyId));
       group.texts.push(text);
     }
-    const results = await Promise.all([...groups].map(async ([registry, { keys, texts }]) => {
-      let ok = true;
-      for (let start = 0; start < keys.length; start += SET_MANY_CHUNK) {
-        const end = start + SET_MANY_CHUNK;
-        ok = await this.#store(registry, keys.slice(start, end), texts.slice(start, end), ttlMs) &&
-          ok;
+    let ok = true;
+    let stored = 0;
+    await Promise.all([...groups].map(async ([registry, { keys, texts }]) => {
+      for (let from = 0; from < keys.length; from += SET_MANY_CHUNK) {
+        const end = from + SET_MANY_CHUNK;
+        const batch = await this.#write(
+          registry,
+          keys.slice(from, end),
+          texts.slice(from, end),
+          ttlMs,
+        );
+        if (batch) stored += Math.min(end, keys.length) - from;
+        ok = batch && ok;
       }
-      return ok;
     }));
-    return results.every(Boolean);
+    if (ok) this.#metrics.stored(this.#op.setMany, start, companyId, undefined, stored);
+    else this.#metrics.failed(this.#op.setMany, start, companyId);
+    return ok;
   }
 
   /**
@@ -427,13 +534,26 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
    * `options.onProgress` receives the running count after each batch.
    */
   async clearCompany(companyId: string | number, options?: ClearOptions): Promise<number> {
+    const start = performance.now();
     const id = requireCompanyId(companyId);
-    return await this.#clearRegistries(this.#layout.scopeRegistries(id), options);
+    return await this.#clearRegistries(
+      this.#layout.scopeRegistries(id),
+      this.#op.clearCompany,
+      start,
+      options,
+      id,
+    );
   }
 
   /** Deletes every entry stored without a tenant; returns the keys deleted. */
   async clearGlobal(options?: ClearOptions): Promise<number> {
-    return await this.#clearRegistries(this.#layout.scopeRegistries(undefined), options);
+    const start = performance.now();
+    return await this.#clearRegistries(
+      this.#layout.scopeRegistries(undefined),
+      this.#op.clearGlobal,
+      start,
+      options,
+    );
   }
 
   /**
@@ -441,14 +561,32 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
    * written by the Python original; touches no key outside the prefix.
    */
   async clearAll(options?: ClearOptions): Promise<number> {
+    const start = performance.now();
+    try {
+      // First the clear-all epoch: a getOrSet of a tenant that has no registry yet is invalidated
+      // too.
+      await this.#bumpEpochs();
+    } catch (error) {
+      this.#fault("clear", error);
+      this.#metrics.failed(this.#op.clearAll, start);
+      return 0;
+    }
     const registries = await this.#scanRegistries();
-    return registries === null ? 0 : await this.#clearRegistries(registries, options);
+    if (registries === null) {
+      this.#metrics.failed(this.#op.clearAll, start);
+      return 0;
+    }
+    return await this.#clearRegistries(registries, this.#op.clearAll, start, options);
   }
 
   /** Walks every registry and removes members whose key is gone; returns how many. */
   async pruneRegistries(): Promise<number> {
+    const start = performance.now();
     const registries = await this.#scanRegistries();
-    if (registries === null) return 0;
+    if (registries === null) {
+      this.#metrics.failed(this.#op.prune, start);
+      return 0;
+    }
     let removed = 0;
     try {
       for (const registry of registries) {
@@ -466,27 +604,84 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
           removed += count;
         } while (cursor !== "0");
       }
+      this.#metrics.timed(this.#op.prune, start);
     } catch (error) {
       this.#fault("prune", error);
+      this.#metrics.failed(this.#op.prune, start);
     }
     return removed;
   }
 
-  async #store(registry: string, keys: string[], texts: string[], ttlMs: number): Promise<boolean> {
-    const clustered = this.#layout.clustered;
+  /**
+   * The cached value, or runs `compute()` once per key across this process's callers and, through
+   * a lock on the server, across processes; stores its result unless a clear ran while it was
+   * computed (generation counters, checked by the write script); returns it. With
+   * `staleWhileRevalidate`, a stale value is returned at once while one caller refreshes it in
+   * the background. A server fault never throws: `compute()`'s value is returned, unstored. An
+   * error thrown by `compute()` reaches the caller; nothing is stored and the lock is released.
+   *
+   * @param input Any JSON-serializable value naming the entry.
+   * @param compute Produces the value on a miss.
+   * @param options `ttl`, `companyId`, `lockTimeout` (seconds, default 10) and
+   * `staleWhileRevalidate` (seconds, default off).
+   * @returns The value, as JSON carries it (cached or computed alike).
+   */
+  getOrSet<T>(input: unknown, compute: Compute<T>, options?: GetOrSetOptions): Promise<T> {
+    return this.#getOrSet.run(input, compute, options);
+  }
+
+  /** Counters and latency percentiles since this provider was created. */
+  stats(): CacheStats {
+    return this.#metrics.snapshot();
+  }
+
+  /**
+   * Adds an event listener (hit, miss, set, error, clear).
+   *
+   * @param listener Called synchronously with each event; its errors are ignored.
+   * @returns The function that removes the listener.
+   */
+  subscribe(listener: CacheEventListener): () => void {
+    return this.#metrics.subscribe(listener);
+  }
+
+  /** The primitives of getOrSet, each one command or script on this provider's connections. */
+  #store(): GetOrSetStore {
+    return {
+      get: (key) => this.#pick().get(key),
+      readOrLock: async (keys, token, lockMs, staleMs) => {
+        // The token's first 48 bits seed a missing generation counter with a random value.
+        const seed = parseInt(token.slice(0, 12), 16);
+        const [status, text, generation, all] = await this.#run(
+          "read_or_lock",
+          [keys.key, keys.lock, keys.generation, keys.all],
+          [token, lockMs, staleMs, seed, GENERATION_TTL_MS],
+        ) as [LockReply["status"], string | null, string | null, string | null];
+        return { status, text, generation: generation ?? "", all: all ?? "" };
+      },
+      setIfGeneration: async (keys, text, ttlMs, reply, token) => {
+        const stored = (await this.#run(
+          "set_if_generation",
+          [keys.registry, keys.key, keys.generation, keys.all, keys.lock],
+          [ttlMs, this.#inScriptSample(), text, reply.generation, reply.all, token],
+        )) === 1;
+        if (stored) this.#sampleAfterWrite(keys.registry);
+        return stored;
+      },
+      releaseLock: async (keys, token) => {
+        await this.#run("release_lock", [keys.lock], [token]);
+      },
+    };
+  }
+
+  async #write(registry: string, keys: string[], texts: string[], ttlMs: number): Promise<boolean> {
     try {
       await this.#run("set_and_register", [registry, ...keys], [
         ttlMs,
-        // A cluster script may only touch declared keys: the cluster samples on its own, below.
-        clustered ? 0 : this.#pruneSample,
+        this.#inScriptSample(),
         ...texts,
       ]);
-      if (clustered && this.#pruneSample > 0 && ++this.#writes % CLUSTER_SAMPLE_EVERY === 0) {
-        // Every 16th write samples 16 times as many members, off the write's path: the same
-        // sampling rate per write as a single server's script, one extra round trip per 16.
-        sampleClusterRegistry(this.#walk(), registry, this.#pruneSample * CLUSTER_SAMPLE_EVERY)
-          .catch(() => {}); // best effort; pruneRegistries() catches up
-      }
+      this.#sampleAfterWrite(registry);
       return true;
     } catch (error) {
       this.#fault("set", error);
@@ -494,22 +689,34 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     }
   }
 
-  async #clearRegistries(registries: string[], options?: ClearOptions): Promise<number> {
+  async #clearRegistries(
+    registries: string[],
+    op: Histogram,
+    start: number,
+    options?: ClearOptions,
+    companyId?: string,
+  ): Promise<number> {
+    const prefix = this.config.prefix;
     const onProgress = options?.onProgress;
     let deleted = 0;
     try {
       for (const registry of registries) {
         if (this.#layout.clustered) {
+          // The bucket's generation counter first (a script may only read declared keys, so the
+          // cluster form deletes in separate calls; see lua/clear_members.lua).
+          await this.#run("bump_generation", [this.#layout.generationKey(registry)], []);
           await clearClusterRegistry(this.#walk(), registry, this.#clearBatch, (count) => {
             deleted += count;
             if (onProgress) reportProgress(onProgress, deleted);
           });
           continue;
         }
+        // The scope's generation counter goes with it: the script bumps it atomically.
+        const keys = [registry, this.#layout.generationKey(registry)];
         for (;;) {
-          const [count, left] = await this.#run("clear_registry", [registry], [
+          const [count, left] = await this.#run("clear_registry", keys, [
             this.#clearBatch,
-            this.config.prefix,
+            prefix,
           ]) as [number, number];
           deleted += count;
           if (onProgress) reportProgress(onProgress, deleted);
@@ -518,7 +725,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       }
     } catch (error) {
       this.#fault("clear", error);
+      this.#metrics.failed(op, start, companyId);
+      return deleted;
     }
+    this.#metrics.cleared(op, start, deleted, companyId);
     return deleted;
   }
 
@@ -530,12 +740,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     try {
       const found: string[] = [];
       for (const node of this.#nodesOf(this.#pick())) {
-        // Each SCAN call is bounded (node connections bypass a cluster's deadline watch).
-        const bounded = {
-          scan: (cursor: string, ...args: (string | number)[]) =>
-            withTimeout(node.scan(cursor, ...args), this.#timeoutMs, "scan"),
-        };
-        for (const key of await scanRegistries(bounded, this.config.prefix)) {
+        for (const key of await scanRegistries(this.#bounded(node), this.config.prefix)) {
           if (this.#layout.isRegistry(key)) found.push(key);
         }
       }
@@ -546,9 +751,68 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     }
   }
 
+  /**
+   * Increments the clear-all epoch: the one key of a single server, or in a cluster every
+   * bucket's epoch that exists (found with SCAN on every master; one script call per slot).
+   * Throws on a server fault.
+   */
+  async #bumpEpochs(): Promise<void> {
+    const single = this.#layout.epochKey(this.#layout.scopeRegistries(undefined)[0]);
+    if (!this.#layout.clustered) {
+      await this.#run("bump_generation", [single], []);
+      return;
+    }
+    const pattern = `${globEscape(this.config.prefix)}generation:all:*`;
+    const epochs: string[] = [];
+    for (const node of this.#nodesOf(this.#pick())) {
+      const client = this.#bounded(node);
+      let cursor = "0";
+      do {
+        const [next, keys] = await client.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+        cursor = next;
+        epochs.push(...keys);
+      } while (cursor !== "0");
+    }
+    const bySlot = new Map<number, string[]>();
+    for (const key of epochs) {
+      const slot = keySlot(key);
+      bySlot.set(slot, [...bySlot.get(slot) ?? [], key]);
+    }
+    for (const keys of bySlot.values()) await this.#run("bump_generation", keys, []);
+  }
+
+  /** A node's SCAN, each call bounded by the timeout (node calls bypass a cluster's watch). */
+  #bounded(node: ProtocolClient): Pick<ProtocolClient, "scan"> {
+    return {
+      scan: (cursor: string, ...args: (string | number)[]) =>
+        withTimeout(node.scan(cursor, ...args), this.#timeoutMs, "scan"),
+    };
+  }
+
   /** The connections to address one by one: the masters of a cluster, else the client. */
   #nodesOf(client: ProtocolClient): ProtocolClient[] {
     return this.#layout.clustered ? (client as ClusterClient).nodes("master") : [client];
+  }
+
+  /**
+   * The prune sample a write script takes itself: a single server's scripts sample registry
+   * members in place; a cluster script may only touch the keys it declares, so there the
+   * provider samples separately (`#sampleAfterWrite`).
+   */
+  #inScriptSample(): number {
+    return this.#layout.clustered ? 0 : this.#pruneSample;
+  }
+
+  /**
+   * In a cluster, every 16th write samples 16 times as many members of its registry, off the
+   * write's path (`lua/prune_members.lua`): the sampling rate per write of a single server's
+   * scripts, for one extra round trip per 16 writes. Best effort: `pruneRegistries()` catches up.
+   */
+  #sampleAfterWrite(registry: string): void {
+    if (!this.#layout.clustered || this.#pruneSample === 0) return;
+    if (++this.#writes % CLUSTER_SAMPLE_EVERY !== 0) return;
+    sampleClusterRegistry(this.#walk(), registry, this.#pruneSample * CLUSTER_SAMPLE_EVERY)
+      .catch(() => {});
   }
 
   /** What the cluster registry walks (src/cluster.ts) need. */
@@ -579,7 +843,12 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   }
 
   #key(input: unknown, companyId: string | number | undefined): string {
-    return this.#layout.entryKey(this.name, hashInput(input), normalizeCompanyId(companyId));
+    return this.#layout.entryKey(this.name, this.#hash(input), normalizeCompanyId(companyId));
+  }
+
+  /** The input's hash; a key input over maxKeyInputBytes is a CacheInputError. */
+  #hash(input: unknown): string {
+    return hashInput(input, this.#maxKeyInputBytes);
   }
 
   #parse<T>(text: string, key: string): T | null {
@@ -611,11 +880,19 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   }
 
   #fault(operation: string, error: unknown): void {
+    const cause = faultCause(error, this.#envPrefix());
     this.#log.fault(
       operation,
-      `Cache ${operation} failed at ${this.#where()}; served as a miss`,
+      cause
+        ? `Cache ${operation} failed at ${this.#where()}: ${cause.summary}; served as a miss`
+        : `Cache ${operation} failed at ${this.#where()}; served as a miss`,
       error,
     );
+  }
+
+  /** `REDIS` or `VALKEY`: the environment variables a fault message points at. */
+  #envPrefix(): string {
+    return this.clientPackage === "iovalkey" ? "VALKEY" : "REDIS";
   }
 
   #where(): string {
@@ -648,14 +925,35 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       tls,
       lazyConnect: true,
       connectTimeout: this.#timeoutMs,
-      // No commandTimeout: its per-command timer costs more than the command (see
-      // stall_watch.ts); the stall watch below bounds every call by the same timeout.
-      // No offline queue: while the server is down a call fails at once (a miss) instead of
-      // waiting in a queue that grows without bound; retries happen at the connection level.
+      // Memory stays bounded and every call settles within the timeout however long the server
+      // is down or hung (tests/faults_test.ts):
+      // - no commandTimeout: its per-command timer costs more than the command itself; the stall
+      //   watch below (src/stall_watch.ts) rejects every waiting call once the connection has
+      //   gone `timeout` without a reply, and drops a silent connection, so a hung server (SIGSTOP,
+      //   a network black hole) cannot pile up the calls made during the hang.
+      // - enableOfflineQueue false: while the connection is not ready (server down, reconnecting)
+      //   a call fails at once and is served as a miss, instead of waiting in an offline queue
+      //   that grows with every call for as long as the outage lasts.
+      // - maxRetriesPerRequest: with REDIS_RETRY_ON_TIMEOUT (the default) the commands in flight
+      //   when a connection drops may be resent once after the reconnect, so a brief reset costs
+      //   no miss; with 0 they fail at the first drop. The stall watch bounds the wait either way.
       enableOfflineQueue: false,
       maxRetriesPerRequest: config.retryOnTimeout ? 1 : 0,
       enableAutoPipelining: this.#autoPipelining,
-      retryStrategy: (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
+      // Reconnect attempts back off to one per second: cheap for a down server (one refused TCP
+      // connect), and a restarted server is in use again within about a second.
+      retryStrategy: (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 1000),
+    });
+    client.on("error", (error) => {
+      this.#lastConnectionError = error;
+      const cause = faultCause(error, this.#envPrefix());
+      this.#log.fault(
+        "connection",
+        cause
+          ? `Connection to ${this.#where()} failed: ${cause.summary}`
+          : `Connection to ${this.#where()} failed`,
+        error,
+      );
     });
     this.#watches.push(watchStalls(
       client as unknown as Parameters<typeof watchStalls>[0],
@@ -667,11 +965,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
           error,
         ),
     ));
-    client.on(
-      "error",
-      (error) => this.#log.fault("connection", `Connection to ${this.#where()} failed`, error),
-    );
     client.on("ready", () => {
+      this.#lastConnectionError = undefined;
       this.#log.recovered("connection");
       // A restarted server has lost its scripts: register them again before calls arrive.
       if (this.#scripts) {
@@ -689,6 +984,20 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       seedNodes(this.config),
       clusterOptions(this.config, this.#timeoutMs, tls),
     );
+    const connectionFault = (error: unknown, node?: unknown) => {
+      this.#lastConnectionError = error;
+      const cause = faultCause(error, this.#envPrefix());
+      const where = node === undefined ? this.#where() : `node ${String(node)} of ${this.#where()}`;
+      this.#log.fault(
+        "connection",
+        cause ? `Connection to ${where} failed: ${cause.summary}` : `Connection to ${where} failed`,
+        error,
+      );
+    };
+    cluster.on("error", (error) => connectionFault(error));
+    cluster.on("node error", (error, node) => connectionFault(error, node));
+    // Per-command deadlines: with one master down the others keep answering, so the single
+    // server's stall watch (no reply at all for the timeout) would never fire.
     this.#watches.push(watchDeadlines(
       cluster as unknown as Parameters<typeof watchDeadlines>[0],
       this.#timeoutMs,
@@ -699,17 +1008,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
           error,
         ),
     ));
-    cluster.on(
-      "error",
-      (error) => this.#log.fault("connection", `Connection to ${this.#where()} failed`, error),
-    );
-    cluster.on("node error", (error, node) =>
-      this.#log.fault(
-        "connection",
-        `Connection to node ${String(node)} of ${this.#where()} failed`,
-        error,
-      ));
-    cluster.on("ready", () => this.#log.recovered("connection"));
+    cluster.on("ready", () => {
+      this.#lastConnectionError = undefined;
+      this.#log.recovered("connection");
+    });
     // A node connection made after connect() (a new master after a reshard, a node that came
     // back) may lack the scripts: register them when it is ready. NOSCRIPT is retried anyway.
     cluster.on("+node", (node) => {
@@ -732,7 +1034,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         client.once("end", () => reject(new Error("connection closed")));
       });
     }
-    // Standalone: the client; cluster: every master (each has its own script cache).
+    // A single server: the client; a cluster: every master (each has its own script cache).
     await Promise.all(
       this.#nodesOf(client).map(async (node) => {
         await node.ping();
@@ -742,15 +1044,24 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   }
 }
 
-async function tlsOptions(config: RedisConfig): Promise<Record<string, unknown>> {
-  // `servername` lets certificate checks match the configured host name.
-  const options: Record<string, unknown> = { servername: config.host };
+async function tlsOptions(
+  config: RedisConfig,
+  envPrefix: string,
+): Promise<Record<string, unknown>> {
+  // `servername` (SNI) lets certificate checks match the configured host name. An IP address is
+  // not a valid SNI name (RFC 6066; Node rejects it): the certificate is then checked against the
+  // IP address, which must be among its subjectAltNames.
+  const options: Record<string, unknown> = isIP(config.host) === 0
+    ? { servername: config.host }
+    : {};
   if (config.tlsCa) {
     try {
       options.ca = await readTextFile(config.tlsCa);
     } catch (error) {
       throw new CacheConfigError(
-        `Cannot read the TLS CA file ${config.tlsCa} (REDIS_TLS_CA): ${(error as Error).message}`,
+        `Cannot read the TLS CA file ${config.tlsCa} (${envPrefix}_TLS_CA): ${
+          (error as Error).message
+        }`,
         { cause: error },
       );
     }
@@ -765,6 +1076,38 @@ function reportProgress(onProgress: (deleted: number) => void, deleted: number):
   } catch {
     // The clear goes on: a failing progress display must not leave a tenant half-cleared.
   }
+}
+
+/** The operations whose latency a provider records. */
+type OperationName =
+  | "get"
+  | "set"
+  | "delete"
+  | "exists"
+  | "getMany"
+  | "setMany"
+  | "clearCompany"
+  | "clearGlobal"
+  | "clearAll"
+  | "prune";
+
+function operations(metrics: Metrics): Record<OperationName, Histogram> {
+  const names: OperationName[] = [
+    "get",
+    "set",
+    "delete",
+    "exists",
+    "getMany",
+    "setMany",
+    "clearCompany",
+    "clearGlobal",
+    "clearAll",
+    "prune",
+  ];
+  return Object.fromEntries(names.map((name) => [name, metrics.operation(name)])) as Record<
+    OperationName,
+    Histogram
+  >;
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {

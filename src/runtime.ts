@@ -15,7 +15,7 @@ import * as nodeCrypto from "node:crypto";
 const oneShotHash = (nodeCrypto as {
   hash?: (algorithm: string, data: string, encoding: "hex") => string;
 }).hash;
-const { createHash } = nodeCrypto;
+const { createHash, randomBytes } = nodeCrypto;
 
 // deno-lint-ignore no-explicit-any
 const denoNs: any = (globalThis as any).Deno;
@@ -47,6 +47,11 @@ export function sha256Hex(text: string): string {
 /** Lowercase hex SHA-1 of the UTF-8 bytes of `text`: the digest Redis names a script by. */
 export function sha1Hex(text: string): string {
   return createHash("sha1").update(text, "utf8").digest("hex");
+}
+
+/** 16 random bytes from the system's CSPRNG as lowercase hex: a lock owner token. */
+export function randomToken(): string {
+  return randomBytes(16).toString("hex");
 }
 
 /**

@@ -16,6 +16,10 @@ export const SCRIPT_NAMES = [
   "clear_registry",
   "prune_registry",
   "count_live_members",
+  "read_or_lock",
+  "set_if_generation",
+  "release_lock",
+  "bump_generation",
   "clear_members",
   "prune_members",
 ] as const;

@@ -7,8 +7,8 @@
  * GETs on one auto-pipelined connection, it halved the throughput (≈ 275k → 140k ops/s). This
  * watch counts the commands in flight instead, and only while some are in flight checks a few
  * times per timeout that replies still arrive. When none has arrived for `timeoutMs`, it rejects
- * every waiting command at once and reconnects, so each call resolves (as a miss) within
- * `timeoutMs` plus one check period of the connection's last reply.
+ * every waiting command at once (and reconnects a silent connection), so each call resolves (as a
+ * miss) within `timeoutMs` plus one check period of the connection's last reply.
  *
  * @module
  */
@@ -17,12 +17,17 @@ import { clearInterval, setInterval } from "node:timers";
 
 /** The part of an ioredis / iovalkey client the watch drives. */
 interface WatchedClient {
-  sendCommand(...args: unknown[]): Promise<unknown>;
+  readonly status: string;
+  sendCommand(command: WatchedCommand, ...rest: unknown[]): Promise<unknown>;
   disconnect(reconnect?: boolean): void;
-  flushQueue?(error: Error): void;
 }
 
-/** What a watch reports when it resets a stalled connection. */
+/** An ioredis / iovalkey `Command`: its promise can be settled from outside. */
+interface WatchedCommand {
+  reject(error: Error): void;
+}
+
+/** What a watch reports when it gives up on a stalled connection. */
 export type StallHandler = (error: Error) => void;
 
 /** A connection's stall watch; `stop()` it when the connection closes. */
@@ -33,11 +38,17 @@ export interface StallWatch {
 
 /**
  * Wraps `client.sendCommand` so every command (single, auto-pipelined, scripts, SCAN, and the
- * user's own through the exposed client) is counted while in flight.
+ * user's own through the exposed client) is tracked while in flight.
+ *
+ * On a stall, the waiting commands are rejected directly rather than through the client's
+ * queues: after a dropped connection ioredis parks the commands in flight in a resend queue that
+ * neither `flushQueue` nor `maxRetriesPerRequest` reaches, and they would wait for the server to
+ * return. A live but silent connection (a frozen server, a network black hole) is also dropped
+ * and reconnected, so nothing piles up behind it.
  *
  * @param client The client to watch; its `sendCommand` is wrapped in place.
  * @param timeoutMs How long the connection may go without a reply while commands wait.
- * @param onStall Told about each reset (for the fault log).
+ * @param onStall Told about each stall (for the fault log).
  * @returns The watch, to stop on close.
  */
 export function watchStalls(
@@ -47,18 +58,14 @@ export function watchStalls(
 ): StallWatch {
   const period = Math.min(50, Math.max(5, Math.floor(timeoutMs / 10)));
   const send = client.sendCommand.bind(client);
-  let pending = 0;
+  const inflight = new Set<WatchedCommand>();
   let completed = 0;
   let seen = 0;
   let quietSince = 0;
   let timer: ReturnType<typeof setInterval> | undefined;
 
-  const settle = () => {
-    pending--;
-    completed++;
-  };
   const check = () => {
-    if (pending <= 0) {
+    if (inflight.size === 0) {
       clearInterval(timer);
       timer = undefined;
       return;
@@ -67,20 +74,21 @@ export function watchStalls(
     if (completed !== seen) {
       seen = completed;
       quietSince = now;
-    } else if (now - quietSince >= timeoutMs) {
-      const error = new Error(`Command timed out: no reply for ${timeoutMs} ms`);
-      quietSince = now;
-      // Reject what waits now (flushQueue also detaches the parser from the stalled socket),
-      // then reconnect in the background; new calls fail fast until the connection is ready.
-      client.flushQueue?.(error);
-      client.disconnect(true);
-      onStall(error);
+      return;
     }
+    if (now - quietSince < timeoutMs) return;
+    quietSince = now;
+    const error = new Error(`Command timed out: no reply for ${timeoutMs} ms`);
+    const waiting = [...inflight];
+    inflight.clear();
+    for (const command of waiting) command.reject(error);
+    if (client.status === "ready") client.disconnect(true);
+    onStall(error);
   };
 
-  client.sendCommand = (...args: unknown[]) => {
-    const promise = send(...args);
-    if (pending++ === 0) {
+  client.sendCommand = (command: WatchedCommand, ...rest: unknown[]) => {
+    const promise = send(command, ...rest);
+    if (inflight.size === 0) {
       seen = completed;
       quietSince = Date.now();
       if (timer === undefined) {
@@ -88,6 +96,10 @@ export function watchStalls(
         timer.unref();
       }
     }
+    inflight.add(command);
+    const settle = () => {
+      if (inflight.delete(command)) completed++;
+    };
     promise.then(settle, settle);
     return promise;
   };

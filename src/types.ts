@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { CacheEventListener, CacheStats } from "./stats.ts";
+
 /** Options of a call that addresses one scope. */
 export interface EntryOptions {
   /**
@@ -25,6 +27,28 @@ export interface SetOptions extends EntryOptions {
    */
   ttl?: number | null;
 }
+
+/** Options of `getOrSet` / `cacheGetOrSet`. */
+export interface GetOrSetOptions extends SetOptions {
+  /**
+   * Seconds one process may hold the key's lock while it computes; others wait for its value at
+   * most this long, then compute themselves. Set it above your slowest `compute()`.
+   *
+   * @default {10}
+   */
+  lockTimeout?: number;
+  /**
+   * Seconds after the TTL during which the stale value is still served while one background
+   * refresh runs; `0` or omitted turns it off. The entry's server TTL is `ttl + staleWhileRevalidate`,
+   * so a plain `get` also sees the value during that window.
+   *
+   * @default {0}
+   */
+  staleWhileRevalidate?: number;
+}
+
+/** Produces the value `getOrSet` stores on a miss: any JSON-serializable value, or a promise of one. */
+export type Compute<T> = () => T | Promise<T>;
 
 /**
  * Options of a provider's clear (`clearCompany`, `clearGlobal`, `clearAll`).
@@ -103,4 +127,14 @@ export interface CacheBackend {
   clearAll(options?: ClearOptions): Promise<number>;
   /** Removes registry members whose key has expired; returns how many were removed. */
   pruneRegistries(): Promise<number>;
+  /**
+   * The cached value, or runs `compute()` once (per key, across callers and processes), stores
+   * its result unless a clear ran meanwhile, and returns it. Never throws for a server fault;
+   * an error thrown by `compute()` reaches the caller and nothing is stored.
+   */
+  getOrSet<T>(input: unknown, compute: Compute<T>, options?: GetOrSetOptions): Promise<T>;
+  /** Counters and latency percentiles since the provider was created. */
+  stats(): CacheStats;
+  /** Adds an event listener; returns the function that removes it. */
+  subscribe(listener: CacheEventListener): () => void;
 }

@@ -272,6 +272,98 @@ for (const kind of KINDS) {
         assert.equal(await clusterCalls(cluster, "eval"), 0);
       });
 
+      it("getOrSet: one compute() for concurrent callers, its keys in the entry's slot", async () => {
+        const buckets = clusterCache(cluster, {
+          logger,
+          configOptions: { clusterTenantBuckets: 4 },
+        });
+        await buckets.connect();
+        try {
+          let calls = 0;
+          const compute = async () => {
+            calls++;
+            await sleep(50);
+            return { rows: 3 };
+          };
+          const results = await Promise.all(
+            Array.from(
+              { length: 20 },
+              () => buckets.getOrSet("report", compute, { companyId: "acme" }),
+            ),
+          );
+          assert.deepEqual(results, Array(20).fill({ rows: 3 }));
+          assert.equal(calls, 1);
+          const four = layout(4);
+          const hash = hashInput("report");
+          const key = four.entryKey("", hash, "acme");
+          const registry = four.registryKey(hash, "acme");
+          const scopeKeys = [registry, four.generationKey(registry), four.epochKey(registry)];
+          for (const scopeKey of scopeKeys) {
+            assert.equal(await cluster.cli("EXISTS", scopeKey), "1", scopeKey);
+            assert.equal(keySlot(scopeKey), keySlot(key), scopeKey);
+          }
+          assert.equal(await cluster.cli("EXISTS", four.lockKey(key)), "0", "lock released");
+          assert.equal(keySlot(four.lockKey(key)), keySlot(key));
+          assert.deepEqual(await buckets.get("report", { companyId: "acme" }), { rows: 3 });
+
+          // staleWhileRevalidate: the stale value at once, one refresh in the background.
+          const options = { ttl: 0.2, staleWhileRevalidate: 30 };
+          assert.equal(await buckets.getOrSet("swr", () => "v1", options), "v1");
+          await sleep(300);
+          assert.equal(await buckets.getOrSet("swr", () => "v2", options), "v1");
+          let value: unknown = null;
+          for (let i = 0; i < 50 && value !== "v2"; i++) {
+            await sleep(20);
+            value = await buckets.get("swr");
+          }
+          assert.equal(value, "v2");
+        } finally {
+          await buckets.close();
+        }
+      });
+
+      for (
+        const [label, companyId, clear] of [
+          ["clearCompany", "acme", (c: AnyCache) => c.clearCompany("acme")],
+          ["clearGlobal", undefined, (c: AnyCache) => c.clearGlobal()],
+          ["clearAll (tenant without a registry)", "newcomer", (c: AnyCache) => c.clearAll()],
+        ] as const
+      ) {
+        it(`getOrSet does not store a compute() paused across ${label}`, async () => {
+          const buckets = clusterCache(cluster, {
+            logger,
+            configOptions: { clusterTenantBuckets: 4 },
+          });
+          await buckets.connect();
+          try {
+            if (companyId !== "newcomer") await buckets.set("other", 1, { companyId });
+            await buckets.set("elsewhere", 1, { companyId: "bystander" });
+            let opened!: () => void;
+            const started = new Promise<void>((resolve) => opened = resolve);
+            let release!: () => void;
+            const released = new Promise<void>((resolve) => release = resolve);
+            const pending = buckets.getOrSet("report", async () => {
+              opened();
+              await released;
+              return "computed before the clear";
+            }, { companyId });
+            await started;
+            await clear(buckets);
+            release();
+            assert.equal(await pending, "computed before the clear");
+            assert.equal(await buckets.get("report", { companyId }), null, "not stored");
+            assert.equal(buckets.stats().discardedSets, 1);
+            assert.equal(
+              await buckets.getOrSet("report", () => "after", { companyId }),
+              "after",
+            );
+            assert.equal(await buckets.get("report", { companyId }), "after");
+          } finally {
+            await buckets.close();
+          }
+        });
+      }
+
       it("installs from REDIS_CLUSTER_NODES / VALKEY_CLUSTER_NODES through the facade", async () => {
         const variable = kind === "redis" ? "REDIS_CLUSTER_NODES" : "VALKEY_CLUSTER_NODES";
         assert.equal(
@@ -412,6 +504,13 @@ for (const kind of KINDS) {
           const input = { w, i: version % 40 };
           const id = `${tenant}|${JSON.stringify(input)}`;
           version++;
+          if (version % 7 === 0) {
+            // getOrSet's scripts (read-or-lock, set-if-generation) meet the migration too.
+            const got = await cache.getOrSet({ w, g: version % 5 }, () => version, {
+              companyId: tenant,
+            });
+            if (typeof got !== "number") wrongReads++;
+          }
           if (version % 10 === 0) {
             const batch: [unknown, unknown][] = [0, 1, 2].map((k) => [{ w, b: k }, version + k]);
             if (await cache.setMany(batch, { companyId: tenant })) {
@@ -489,7 +588,14 @@ for (const kind of KINDS) {
         assert.deepEqual(log.lines, []);
         // The moved tenants still clear completely.
         for (const tenant of [...tenants, churn]) await cache.clearCompany(tenant);
-        assert.equal(await dbsize(cluster), 0);
+        // Only getOrSet's generation counters remain (they expire by themselves).
+        for (const pattern of ["cache:tenant:*", "cache:registry:*", "cache:lock:*"]) {
+          assert.deepEqual(await onEveryNode(cluster, "--scan", "--pattern", pattern), [
+            "",
+            "",
+            "",
+          ]);
+        }
       } finally {
         running = false;
         await Promise.all(workers);

@@ -29,6 +29,7 @@ const DEFAULTS = {
   prefix: "cache:",
   tls: false,
   tlsCa: undefined,
+  maxValueBytes: 64 * 1024 * 1024,
 };
 
 /** Every field of a config, password included (read through the getter). */
@@ -46,6 +47,7 @@ function fields(config: RedisConfig): Record<string, unknown> {
     prefix: config.prefix,
     tls: config.tls,
     tlsCa: config.tlsCa,
+    maxValueBytes: config.maxValueBytes,
   };
 }
 
@@ -63,6 +65,7 @@ const VARIABLES: { suffix: string; field: keyof typeof DEFAULTS; raw: string; va
   { suffix: "PREFIX", field: "prefix", raw: "app:", value: "app:" },
   { suffix: "TLS", field: "tls", raw: "true", value: true },
   { suffix: "TLS_CA", field: "tlsCa", raw: "/etc/ssl/ca.pem", value: "/etc/ssl/ca.pem" },
+  { suffix: "MAX_VALUE_BYTES", field: "maxValueBytes", raw: "1048576 # 1 MiB", value: 1048576 },
 ];
 
 /** A second value per field, to tell which variable won. */
@@ -79,6 +82,7 @@ const OTHER: Record<string, string> = {
   PREFIX: "other:",
   TLS: "false",
   TLS_CA: "/other/ca.pem",
+  MAX_VALUE_BYTES: "4096",
 };
 
 /** Malformed values per variable suffix. */
@@ -92,6 +96,7 @@ const MALFORMED: Record<string, string[]> = {
   CACHE_TTL: ["abc", "0", "-10", "never", "Infinity", "1e400"],
   TLS: ["maybe", "enabled", "t"],
   TLS_CA: ["  "],
+  MAX_VALUE_BYTES: ["abc", "0", "-1", "1.5", "64MiB"],
 };
 
 function assertConfigError(fn: () => unknown, ...fragments: string[]): CacheConfigError {
@@ -158,6 +163,7 @@ describe("RedisConfig options", () => {
       prefix: "",
       tls: true,
       tlsCa: "/ca.pem",
+      maxValueBytes: 1024,
     };
     assert.deepEqual(fields(new RedisConfig(options)), options);
   });
@@ -208,6 +214,9 @@ describe("RedisConfig options", () => {
     ["prefix", null],
     ["tls", 1],
     ["tlsCa", ""],
+    ["maxValueBytes", 0],
+    ["maxValueBytes", 1.5],
+    ["maxValueBytes", "1024"],
   ];
   for (const [option, value] of bad) {
     it(`rejects ${option} = ${String(value)} naming the option`, () => {
@@ -677,6 +686,7 @@ describe("the password stays hidden", () => {
       ttl: 3600,
       prefix: "cache:",
       tls: false,
+      maxValueBytes: 67108864,
     });
   });
 

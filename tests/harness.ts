@@ -6,12 +6,17 @@
  *
  * Set `REDIS_URL` / `VALKEY_URL` to point the tests at an existing server instead; such a handle
  * is `external` and cannot be killed, restarted, paused or resumed.
+ *
+ * `startServer(kind, { tls: true })` serves TLS only: it makes a throw-away certificate authority
+ * and a server certificate (for `localhost` and `127.0.0.1`) with `openssl` in the server's temp
+ * dir; the handle's `tlsCa` is the CA file a client must trust.
  */
 
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { rmSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { connect, createServer } from "node:net";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { connect, createServer, type Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -31,6 +36,11 @@ export interface StartOptions {
   password?: string;
   /** A fixed port (e.g. one from {@link freePort}); by default a free port is picked. */
   port?: number;
+  /**
+   * Serve TLS only (`--tls-port`, plain port 0) with a certificate signed by a CA the harness
+   * makes; `url` is then `rediss://...` and `tlsCa` the CA file.
+   */
+  tls?: boolean;
 }
 
 /** A running (or killed, restartable) server process, or an external server. */
@@ -41,8 +51,10 @@ export interface TestServer {
   readonly host: string;
   /** TCP port. */
   readonly port: number;
-  /** `redis://127.0.0.1:PORT`, with `:password@` when a password is set. */
+  /** `redis://127.0.0.1:PORT` (`rediss://` with TLS), with `:password@` when a password is set. */
   readonly url: string;
+  /** The PEM file of the CA that signed the server's certificate; `undefined` without TLS. */
+  readonly tlsCa: string | undefined;
   /** True when `REDIS_URL` / `VALKEY_URL` pointed at an existing server. */
   readonly external: boolean;
   /** The server's process id, `undefined` when external or not running. */
@@ -124,15 +136,19 @@ export async function startServer(
   const dir = await mkdtemp(join(tmpdir(), `cache-test-${kind}-`));
   liveDirs.add(dir);
   try {
+    const spawnOptions: SpawnOptions = {
+      ...options,
+      tlsFiles: options.tls ? await makeTlsFiles(dir) : undefined,
+    };
     if (options.port !== undefined) {
       if (options.port === 6379) throw new Error("harness: refusing to use port 6379");
-      const server = new SpawnedServer(kind, options.port, dir, options);
+      const server = new SpawnedServer(kind, options.port, dir, spawnOptions);
       await server.start(false);
       return server;
     }
     let lastError: unknown;
     for (let attempt = 0; attempt < START_ATTEMPTS; attempt++) {
-      const server = new SpawnedServer(kind, await freePort(), dir, options);
+      const server = new SpawnedServer(kind, await freePort(), dir, spawnOptions);
       try {
         await server.start(false);
         return server;
@@ -154,9 +170,102 @@ export async function startServer(
 /** The server exited because its port was taken. */
 class BindError extends Error {}
 
-function redisUrl(host: string, port: number, password: string | undefined): string {
+/** The PEM files of a TLS test setup. */
+export interface TlsFiles {
+  /** The certificate authority's certificate: what a client trusts. */
+  ca: string;
+  /** The server's certificate, signed by the CA, for `localhost` and `127.0.0.1`. */
+  cert: string;
+  /** The server certificate's private key. */
+  key: string;
+}
+
+/** Internal: the start options with the generated TLS files. */
+interface SpawnOptions extends StartOptions {
+  tlsFiles?: TlsFiles;
+}
+
+function run(bin: string, args: string[], cwd: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(bin, args, { cwd, timeout: CLI_TIMEOUT_MS }, (error, _stdout, stderr) => {
+      if (error) {
+        const hint = (error as NodeJS.ErrnoException).code === "ENOENT" ? " (install openssl)" : "";
+        reject(new Error(`harness: ${bin} ${args[0]} failed${hint}: ${String(stderr)}`.trim()));
+      } else resolve();
+    });
+  });
+}
+
+/**
+ * Makes a throw-away certificate authority and a server certificate it signs (P-256 keys, valid
+ * two days, subjectAltName `localhost` and `127.0.0.1`) with `openssl` in `dir`. A test can call it
+ * on a dir of its own to get a CA that did not sign a server's certificate.
+ */
+export async function makeTlsFiles(dir: string): Promise<TlsFiles> {
+  const files = {
+    ca: join(dir, "ca.pem"),
+    cert: join(dir, "server.pem"),
+    key: join(dir, "server.key"),
+  };
+  const caKey = join(dir, "ca.key");
+  const csr = join(dir, "server.csr");
+  const ext = join(dir, "server.ext");
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  await run("openssl", [
+    "req",
+    "-x509",
+    ...ec,
+    "-keyout",
+    caKey,
+    "-out",
+    files.ca,
+    "-days",
+    "2",
+    "-subj",
+    "/CN=core-lib cache test CA",
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+  ], dir);
+  await run(
+    "openssl",
+    ["req", ...ec, "-keyout", files.key, "-out", csr, "-subj", "/CN=localhost"],
+    dir,
+  );
+  await writeFile(
+    ext,
+    "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n" +
+      "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+  );
+  await run("openssl", [
+    "x509",
+    "-req",
+    "-in",
+    csr,
+    "-CA",
+    files.ca,
+    "-CAkey",
+    caKey,
+    "-CAcreateserial",
+    "-out",
+    files.cert,
+    "-days",
+    "2",
+    "-extfile",
+    ext,
+  ], dir);
+  return files;
+}
+
+function redisUrl(
+  host: string,
+  port: number,
+  password: string | undefined,
+  tls = false,
+): string {
   const auth = password === undefined ? "" : `:${encodeURIComponent(password)}@`;
-  return `redis://${auth}${host}:${port}`;
+  return `${tls ? "rediss" : "redis"}://${auth}${host}:${port}`;
 }
 
 function runCli(
@@ -199,11 +308,15 @@ function pingOnce(
   password: string | undefined,
   pid: number | undefined,
   timeoutMs: number,
+  ca?: string, // PEM text of the CA to trust: connect with TLS
 ): Promise<{ ok: boolean; reply: string }> {
   return new Promise((resolve) => {
     let reply = "";
     let settled = false;
-    const socket = connect({ host: HOST, port });
+    // With TLS the first write waits for the handshake ("secureConnect"); the CA is checked.
+    const socket: Socket = ca === undefined
+      ? connect({ host: HOST, port })
+      : tlsConnect({ host: HOST, port, ca });
     const finish = (ok: boolean) => {
       if (settled) return;
       settled = true;
@@ -213,7 +326,7 @@ function pingOnce(
     };
     const timer = setTimeout(() => finish(false), timeoutMs);
     socket.setEncoding("utf8");
-    socket.on("connect", () => {
+    socket.on(ca === undefined ? "connect" : "secureConnect", () => {
       const auth = password === undefined ? "" : respCommand("AUTH", password);
       socket.write(`${auth}PING\r\nINFO server\r\n`);
     });
@@ -299,18 +412,20 @@ class SpawnedServer implements TestServer {
   readonly host = HOST;
   readonly port: number;
   readonly url: string;
+  readonly tlsCa: string | undefined;
   readonly external = false;
   readonly #dir: string;
-  readonly #options: StartOptions;
+  readonly #options: SpawnOptions;
   #proc: Proc | undefined;
   #stopped: Promise<void> | undefined;
 
-  constructor(kind: ServerKind, port: number, dir: string, options: StartOptions) {
+  constructor(kind: ServerKind, port: number, dir: string, options: SpawnOptions) {
     this.kind = kind;
     this.port = port;
     this.#dir = dir;
     this.#options = options;
-    this.url = redisUrl(HOST, port, options.password);
+    this.tlsCa = options.tlsFiles?.ca;
+    this.url = redisUrl(HOST, port, options.password, options.tlsFiles !== undefined);
   }
 
   get pid(): number | undefined {
@@ -322,9 +437,25 @@ class SpawnedServer implements TestServer {
   }
 
   #args(): string[] {
+    const tls = this.#options.tlsFiles;
+    const ports = tls
+      ? [
+        "--port",
+        "0",
+        "--tls-port",
+        String(this.port),
+        "--tls-cert-file",
+        tls.cert,
+        "--tls-key-file",
+        tls.key,
+        "--tls-ca-cert-file",
+        tls.ca,
+        "--tls-auth-clients",
+        "no",
+      ]
+      : ["--port", String(this.port)];
     const args = [
-      "--port",
-      String(this.port),
+      ...ports,
       "--bind",
       HOST,
       "--save",
@@ -356,6 +487,7 @@ class SpawnedServer implements TestServer {
     installExitHook();
     const bin = `${this.kind}-server`;
     const deadline = Date.now() + READY_TIMEOUT_MS;
+    const caPem = this.tlsCa === undefined ? undefined : await readFile(this.tlsCa, "utf8");
     for (;;) {
       const output: string[] = [];
       // Piped only until ready: config errors are printed before --logfile is in effect.
@@ -367,7 +499,7 @@ class SpawnedServer implements TestServer {
       let lastReply = "";
       // Every ping and pause is awaited in full, so a failed start leaves no socket or timer.
       while (Date.now() < deadline) {
-        const result = await pingOnce(this.port, this.#options.password, proc.pid, 500);
+        const result = await pingOnce(this.port, this.#options.password, proc.pid, 500, caPem);
         lastReply = result.reply;
         if (result.ok && proc.running) {
           outcome = "ready";
@@ -472,6 +604,7 @@ class SpawnedServer implements TestServer {
 
   cli(...args: string[]): Promise<string> {
     const conn = ["-h", this.host, "-p", String(this.port)];
+    if (this.tlsCa !== undefined) conn.push("--tls", "--cacert", this.tlsCa);
     if (this.#options.password !== undefined) {
       conn.push("-a", this.#options.password, "--no-auth-warning");
     }
@@ -512,6 +645,7 @@ class ExternalServer implements TestServer {
   readonly host: string;
   readonly port: number;
   readonly url: string;
+  readonly tlsCa: string | undefined = undefined;
   readonly external = true;
   readonly pid = undefined;
   readonly #connArgs: string[];

@@ -1,0 +1,54 @@
+--[[
+  set_if_generation: the write of getOrSet. Stores one entry and registers it (as
+  set_and_register does) only if neither the scope's generation counter nor the clear-all epoch
+  moved since the caller read them, before its compute() started: a clear increments them, so a
+  value computed from data read before a clear is never stored after it. Releases the caller's
+  lock (only if the caller still owns it) whatever the outcome.
+
+  KEYS[1]  the scope's registry (a Set): <prefix>registry:tenant:<companyId> or
+           <prefix>registry:global
+  KEYS[2]  the entry key
+  KEYS[3]  the scope's generation counter: <prefix>generation:tenant:<companyId> or
+           <prefix>generation:global
+  KEYS[4]  the clear-all epoch: <prefix>generation:all
+  KEYS[5]  the entry's lock: <prefix>lock:<entry key without prefix>
+  ARGV[1]  TTL in milliseconds; "0" stores without expiry
+  ARGV[2]  how many random registry members to sample for pruning ("0" disables it)
+  ARGV[3]  the value (JSON text)
+  ARGV[4]  the scope generation the caller read (read_or_lock's reply)
+  ARGV[5]  the clear-all epoch the caller read (read_or_lock's reply)
+  ARGV[6]  the caller's lock owner token; "" when it holds no lock
+
+  Returns: 1 when stored, 0 when refused because a clear ran since the generations were read (or
+  a counter expired or was evicted meanwhile, which is refused too, to be safe).
+]]
+if ARGV[6] ~= "" and redis.call("GET", KEYS[5]) == ARGV[6] then
+  redis.call("DEL", KEYS[5])
+end
+
+if redis.call("GET", KEYS[3]) ~= ARGV[4] or redis.call("GET", KEYS[4]) ~= ARGV[5] then
+  return 0
+end
+
+local registry = KEYS[1]
+local ttl = tonumber(ARGV[1])
+local sample = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call("SET", KEYS[2], ARGV[3], "PX", ttl)
+else
+  redis.call("SET", KEYS[2], ARGV[3])
+end
+redis.call("SADD", registry, KEYS[2])
+
+-- The same sampling prune as set_and_register.lua (scripts are loaded as their files stand, so
+-- there is no include): drop a few random members whose key has expired.
+if sample > 0 then
+  local members = redis.call("SRANDMEMBER", registry, sample)
+  for _, member in ipairs(members) do
+    if redis.call("EXISTS", member) == 0 then
+      redis.call("SREM", registry, member)
+    end
+  end
+end
+
+return 1

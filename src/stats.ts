@@ -1,0 +1,302 @@
+/**
+ * Counters, latency percentiles and events of one provider. Recording is O(1) and allocation-free:
+ * a few counter increments and one bucket of a fixed log-scale histogram per call; an event object
+ * is built only while a listener is subscribed.
+ *
+ * @module
+ */
+
+/** What happened in one cache call, as an event listener receives it. */
+export interface CacheEvent {
+  /**
+   * `hit` / `miss`: a read found or did not find the entry (one event per key of a batch read);
+   * `set`: an entry was stored; `error`: a server fault was served as a miss (or a background
+   * refresh failed); `clear`: a tenant, the global scope or everything was cleared.
+   */
+  type: "hit" | "miss" | "set" | "error" | "clear";
+  /** The call: `get`, `set`, `getMany`, `setMany`, `getOrSet`, `clearCompany`, ... */
+  operation: string;
+  /** The tenant addressed, when the call addressed one. */
+  companyId?: string;
+  /** The full entry key, when the call addressed one entry. */
+  key?: string;
+  /** Milliseconds the call took until this event. */
+  ms: number;
+  /** For `clear`: how many keys were deleted. For a batch `set`: how many entries were stored. */
+  count?: number;
+}
+
+/** Receives cache events. Runs synchronously inside the cache call: keep it cheap. */
+export type CacheEventListener = (event: CacheEvent) => void;
+
+/** Latency of one operation, in milliseconds. */
+export interface OperationStats {
+  /** How many calls were recorded. */
+  calls: number;
+  /** Median latency. */
+  p50: number;
+  /** 95th percentile latency. */
+  p95: number;
+  /** 99th percentile latency. */
+  p99: number;
+  /** Slowest call. */
+  max: number;
+}
+
+/** A snapshot of a provider's counters since it was created (for the facade: since `setCache`). */
+export interface CacheStats {
+  /** When counting started (epoch milliseconds). */
+  since: number;
+  /** Reads that found their entry (`get`, per key of `getMany`, `getOrSet` served from cache). */
+  hits: number;
+  /** Reads that found nothing (for `getOrSet`: the calls that ran or shared a `compute()`). */
+  misses: number;
+  /** `getOrSet` hits that served a stale value while a refresh ran (also counted in `hits`). */
+  staleHits: number;
+  /** Entries stored. */
+  sets: number;
+  /** `getOrSet` values not stored because a clear ran while they were computed. */
+  discardedSets: number;
+  /** Server faults served as a miss / `false` / `0`, plus failed background refreshes. */
+  errors: number;
+  /** `getOrSet` calls that waited for another process holding the key's lock. */
+  lockWaits: number;
+  /** Clear calls (`clearCompany`, `clearGlobal`, `clearAll`). */
+  clears: number;
+  /** Latency percentiles per operation that was called at least once. */
+  operations: Record<string, OperationStats>;
+}
+
+// Buckets: 0 holds everything under 1 µs; bucket i ≥ 1 holds [2^((i-1)/8), 2^(i/8)) µs, so each is
+// about 9 % wide; the last one also holds everything from about 2 minutes up.
+const STEPS_PER_DOUBLING = 8;
+const BUCKETS = 2 + 27 * STEPS_PER_DOUBLING;
+
+/** A fixed log-bucketed latency histogram of one operation. */
+export class Histogram {
+  /** The operation's name. */
+  readonly name: string;
+  /** How many calls were recorded. */
+  calls = 0;
+  #min = Infinity;
+  #max = 0;
+  readonly #buckets = new Uint32Array(BUCKETS);
+
+  constructor(name: string) {
+    this.name = name;
+  }
+
+  /** Records one call that took `ms` milliseconds. */
+  record(ms: number): void {
+    this.calls++;
+    if (ms < this.#min) this.#min = ms;
+    if (ms > this.#max) this.#max = ms;
+    const us = ms * 1000;
+    const index = us < 1 ? 0 : 1 + Math.floor(Math.log2(us) * STEPS_PER_DOUBLING);
+    this.#buckets[index < BUCKETS ? index : BUCKETS - 1]++;
+  }
+
+  /** The latency at quantile `q` (0..1), within one bucket's width; 0 with no calls. */
+  quantile(q: number): number {
+    if (this.calls === 0) return 0;
+    const rank = Math.max(1, Math.ceil(q * this.calls));
+    let seen = 0;
+    let index = 0;
+    for (; index < BUCKETS; index++) {
+      seen += this.#buckets[index];
+      if (seen >= rank) break;
+    }
+    // The overflow bucket has no upper bound: the slowest call stands for it.
+    if (index >= BUCKETS - 1) return this.#max;
+    // The bucket's geometric middle, kept within what was actually seen.
+    const middle = index === 0 ? 0.0005 : 2 ** ((index - 0.5) / STEPS_PER_DOUBLING) / 1000;
+    return Math.min(Math.max(middle, this.#min), this.#max);
+  }
+
+  /** Calls, p50 / p95 / p99 and max, rounded to microseconds. */
+  snapshot(): OperationStats {
+    return {
+      calls: this.calls,
+      p50: round(this.quantile(0.5)),
+      p95: round(this.quantile(0.95)),
+      p99: round(this.quantile(0.99)),
+      max: round(this.calls === 0 ? 0 : this.#max),
+    };
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
+/**
+ * One provider's counters, histograms and event listeners. The recording methods take the
+ * `performance.now()` of the call's start and measure the end themselves.
+ */
+export class Metrics {
+  /** When counting started (epoch milliseconds). */
+  readonly since: number = Date.now();
+  hits = 0;
+  misses = 0;
+  staleHits = 0;
+  sets = 0;
+  discardedSets = 0;
+  errors = 0;
+  lockWaits = 0;
+  clears = 0;
+  readonly #histograms = new Map<string, Histogram>();
+  readonly #listeners = new Set<CacheEventListener>();
+  readonly #onListenerError: (error: unknown) => void;
+
+  /**
+   * @param onEvent A first listener (the `onEvent` option).
+   * @param onListenerError Told when a listener throws (the error is otherwise swallowed).
+   */
+  constructor(
+    onEvent?: CacheEventListener,
+    onListenerError: (error: unknown) => void = () => {},
+  ) {
+    if (onEvent !== undefined) this.subscribe(onEvent);
+    this.#onListenerError = onListenerError;
+  }
+
+  /** The histogram of `name`, created on first use; keep the reference for the hot path. */
+  operation(name: string): Histogram {
+    let histogram = this.#histograms.get(name);
+    if (!histogram) this.#histograms.set(name, histogram = new Histogram(name));
+    return histogram;
+  }
+
+  /** Adds a listener; returns the function that removes it. */
+  subscribe(listener: CacheEventListener): () => void {
+    if (typeof listener !== "function") {
+      throw new TypeError(`Invalid event listener ${String(listener)}: pass a function`);
+    }
+    this.#listeners.add(listener);
+    return () => {
+      this.#listeners.delete(listener);
+    };
+  }
+
+  /** `true` while at least one listener is subscribed: build event data only then. */
+  get listening(): boolean {
+    return this.#listeners.size !== 0;
+  }
+
+  /** Sends one event to every listener; a listener that throws is reported, never rethrown. */
+  emit(
+    type: CacheEvent["type"],
+    operation: string,
+    ms: number,
+    companyId?: string,
+    key?: string,
+    count?: number,
+  ): void {
+    if (this.#listeners.size === 0) return;
+    // Only the fields that apply, so a listener never sees `key: undefined`.
+    const event: CacheEvent = { type, operation, ms };
+    if (companyId !== undefined) event.companyId = companyId;
+    if (key !== undefined) event.key = key;
+    if (count !== undefined) event.count = count;
+    for (const listener of this.#listeners) {
+      try {
+        const result: unknown = listener(event);
+        // An async listener's rejection must not become an unhandled rejection.
+        if (result instanceof Promise) result.catch((error) => this.#onListenerError(error));
+      } catch (error) {
+        this.#onListenerError(error);
+      }
+    }
+  }
+
+  /** A read of one key: a hit or a miss. */
+  lookup(op: Histogram, hit: boolean, start: number, companyId?: string, key?: string): void {
+    const ms = performance.now() - start;
+    op.record(ms);
+    if (hit) this.hits++;
+    else this.misses++;
+    if (this.#listeners.size !== 0) this.emit(hit ? "hit" : "miss", op.name, ms, companyId, key);
+  }
+
+  /** A batch read: per-key hits and misses (and events), one latency sample. */
+  lookups(
+    op: Histogram,
+    keys: readonly string[],
+    found: readonly boolean[],
+    start: number,
+    companyId?: string,
+  ): void {
+    const ms = performance.now() - start;
+    op.record(ms);
+    let hits = 0;
+    for (const hit of found) if (hit) hits++;
+    this.hits += hits;
+    this.misses += found.length - hits;
+    if (this.#listeners.size === 0) return;
+    for (let i = 0; i < keys.length; i++) {
+      this.emit(found[i] ? "hit" : "miss", op.name, ms, companyId, keys[i]);
+    }
+  }
+
+  /** Entries stored: one `key`, or a batch of `count` (`key` undefined). */
+  stored(op: Histogram, start: number, companyId?: string, key?: string, count = 1): void {
+    const ms = performance.now() - start;
+    op.record(ms);
+    this.sets += count;
+    if (this.#listeners.size !== 0) {
+      this.emit("set", op.name, ms, companyId, key, key === undefined ? count : undefined);
+    }
+  }
+
+  /** A call that needs only its latency recorded (delete, exists, prune). */
+  timed(op: Histogram, start: number): void {
+    op.record(performance.now() - start);
+  }
+
+  /** A fault inside a call whose latency is recorded separately: counted, and an error event. */
+  fault(operation: string, ms: number, companyId?: string, key?: string): void {
+    this.errors++;
+    if (this.#listeners.size !== 0) this.emit("error", operation, ms, companyId, key);
+  }
+
+  /** A server fault served as a miss / `false` / `0`. */
+  failed(op: Histogram, start: number, companyId?: string, key?: string): void {
+    const ms = performance.now() - start;
+    op.record(ms);
+    this.errors++;
+    if (this.#listeners.size !== 0) this.emit("error", op.name, ms, companyId, key);
+  }
+
+  /** A clear that deleted `count` keys. */
+  cleared(op: Histogram, start: number, count: number, companyId?: string): void {
+    const ms = performance.now() - start;
+    op.record(ms);
+    this.clears++;
+    if (this.#listeners.size !== 0) this.emit("clear", op.name, ms, companyId, undefined, count);
+  }
+
+  /** Counters and percentiles as they stand. */
+  snapshot(): CacheStats {
+    const operations: Record<string, OperationStats> = {};
+    for (const [name, histogram] of this.#histograms) {
+      if (histogram.calls > 0) operations[name] = histogram.snapshot();
+    }
+    return {
+      since: this.since,
+      hits: this.hits,
+      misses: this.misses,
+      staleHits: this.staleHits,
+      sets: this.sets,
+      discardedSets: this.discardedSets,
+      errors: this.errors,
+      lockWaits: this.lockWaits,
+      clears: this.clears,
+      operations,
+    };
+  }
+}
+
+/** The stats of a cache that counted nothing (no cache installed). */
+export function emptyStats(): CacheStats {
+  return new Metrics().snapshot();
+}
