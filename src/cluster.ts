@@ -46,10 +46,12 @@ export function seedNodes(config: RedisConfig): { host: string; port: number }[]
  * Options of the `Cluster` class for this provider.
  *
  * - No offline queue: while the cluster is (re)connecting a call fails at once, as a miss.
- * - No auto-pipelining at the cluster level: ioredis retries a cluster pipeline on MOVED / ASK
- *   only when every command in it is read-only and failed the same way, so a pipeline that mixes
- *   scripts, or keys of a slot being migrated with others, would surface redirections during a
- *   reshard; each command sent on its own is redirected and retried by itself.
+ * - No auto-pipelining, except on the provider's private GET client (`pipelined`): ioredis
+ *   retries a cluster pipeline on MOVED / ASK only when every command in it is read-only and
+ *   failed the same way, so a pipeline that mixes scripts, or keys of a slot being migrated with
+ *   others, would surface redirections during a reshard. Each command sent on its own is
+ *   redirected and retried by itself; a pipelined GET that meets a redirection is sent again on
+ *   its own ({@linkcode readWithFallback}).
  * - Redirections (MOVED, ASK), TRYAGAIN (a multi-key command on a slot in migration) and
  *   CLUSTERDOWN are retried by the library with short delays; the provider's deadline watch
  *   bounds the whole call by the timeout.
@@ -59,11 +61,12 @@ export function clusterOptions(
   config: RedisConfig,
   timeoutMs: number,
   tls: Record<string, unknown> | undefined,
+  pipelined = false,
 ): Record<string, unknown> {
   return {
     lazyConnect: true,
     enableOfflineQueue: false,
-    enableAutoPipelining: false,
+    enableAutoPipelining: pipelined,
     enableReadyCheck: true,
     scaleReads: "master",
     // TRYAGAIN lasts while a slot migrates, which a busy machine can stretch: retry for about
@@ -76,6 +79,18 @@ export function clusterOptions(
     slotsRefreshTimeout: timeoutMs,
     slotsRefreshInterval: 5000,
     clusterRetryStrategy: (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
+    // The pipelined GET client gives up at the first sign of motion or loss, without the delayed
+    // retries above: its GET is then sent again on the plain client, which retries per command
+    // under the deadline watch (see readWithFallback). A pipeline resent after a delay would
+    // restart its commands' deadlines.
+    ...(pipelined
+      ? {
+        maxRedirections: 4,
+        retryDelayOnTryAgain: 0,
+        retryDelayOnClusterDown: 0,
+        retryDelayOnFailover: 0,
+      }
+      : {}),
     dnsLookup: (
       address: string,
       callback: (error: Error | null, address: string) => void,
@@ -237,4 +252,60 @@ export async function sampleClusterRegistry(
   const members = await walk.client.srandmember(registry, count);
   const local = await localMembers(walk, registry, members);
   return local.length === 0 ? 0 : Number(await walk.run("prune_members", [registry, ...local], []));
+}
+
+// Errors of a cluster in motion (a slot moved or moving, a pipeline whose keys no longer share a
+// node), as opposed to a node that is silent.
+const REDIRECTION =
+  /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)\b|Cluster redirections|same slot|slots allocation group/;
+// A dropped node connection: the plain client retries it (a failover, a restarted node).
+const DROPPED = /^Connection is closed|isn't ready/;
+
+/**
+ * Whether `error` comes from a cluster in motion (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, too many
+ * redirections, a pipeline split across nodes): worth one more try on its own.
+ *
+ * @example Telling a redirection from a fault
+ * ```ts
+ * import { isRedirection } from "./cluster.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(isRedirection(new Error("ASK 3999 127.0.0.1:7001")), true);
+ * assert.equal(isRedirection(new Error("Connection is closed.")), false);
+ * ```
+ *
+ * @param error What a command was rejected with.
+ * @returns `true` for a redirection-type error.
+ */
+export function isRedirection(error: unknown): boolean {
+  return error instanceof Error && REDIRECTION.test(error.message);
+}
+
+/**
+ * A GET through the auto-pipelined cluster client (several GETs to one master share a write);
+ * when the pipeline meets a redirection it cannot follow (a reshard in progress) or a dropped node
+ * connection, the GET is sent again on its own through the plain client, which follows MOVED /
+ * ASK / TRYAGAIN and retries a lost connection per command, under the deadline watch. Not when
+ * half the timeout is already spent, so a call stays bounded by about the timeout.
+ *
+ * @param pipelined The auto-pipelined cluster client.
+ * @param plain The plain cluster client.
+ * @param key The key to read.
+ * @param timeoutMs The provider's timeout.
+ * @returns The value, or `null`.
+ */
+export async function readWithFallback(
+  pipelined: ProtocolClient,
+  plain: ProtocolClient,
+  key: string,
+  timeoutMs: number,
+): Promise<string | null> {
+  const started = Date.now();
+  try {
+    return await pipelined.get(key);
+  } catch (error) {
+    const retry = isRedirection(error) || (error instanceof Error && DROPPED.test(error.message));
+    if (!retry || Date.now() - started > timeoutMs / 2) throw error;
+    return await plain.get(key);
+  }
 }

@@ -25,6 +25,7 @@ import {
   clusterScriptClient,
   groupBySlot,
   pruneClusterRegistry,
+  readWithFallback,
   type RegistryWalk,
   sampleClusterRegistry,
   seedNodes,
@@ -94,13 +95,17 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
    */
   timeout?: number;
   /**
-   * How many connections to open and spread calls over, at most `config.maxConnections`.
+   * How many connections to open and spread calls over, at most `config.maxConnections` (in
+   * cluster mode, how many `Cluster` clients, each with one connection per node).
    *
    * @default {1}
    */
   poolSize?: number;
   /**
-   * Queue commands issued in the same tick into one write (ioredis `enableAutoPipelining`).
+   * Queue commands issued in the same tick into one write (ioredis `enableAutoPipelining`). In
+   * cluster mode only GETs are pipelined, on a second, private `Cluster` client (a GET whose
+   * pipeline meets a redirection is sent again on its own); every other command is sent on its
+   * own, so a reshard never surfaces a redirection.
    *
    * @default {true}
    */
@@ -207,6 +212,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   #clients: ProtocolClient[] = [];
   /** What runs the scripts of `#clients[i]`: the client itself, or a cluster script client. */
   #scriptClients: ScriptClient[] = [];
+  /** Cluster with auto-pipelining: a private pipelined client per `#clients[i]`, for GETs. */
+  #readers: ProtocolClient[] = [];
   /** Writes so far, for the cluster's sampled registry pruning. */
   #writes = 0;
   #watches: StallWatch[] = [];
@@ -315,8 +322,11 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         if (tls) delete tls.servername;
         const Cluster = await this.#loadClient(() => this.loadClusterClass());
         for (let i = 0; i < this.#poolSize; i++) {
-          const cluster = this.#createClusterClient(Cluster, tls);
+          const cluster = this.#createClusterClient(Cluster, tls, false);
           this.#clients.push(cluster);
+          if (this.#autoPipelining) {
+            this.#readers.push(this.#createClusterClient(Cluster, tls, true));
+          }
           this.#scriptClients.push(
             clusterScriptClient(
               cluster,
@@ -335,7 +345,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     }
     try {
       await withTimeout(
-        Promise.all(this.#clients.map((client) => this.#ready(client))),
+        Promise.all([
+          ...this.#clients.map((client) => this.#ready(client)),
+          ...this.#readers.map((reader) => this.#ready(reader, false)),
+        ]),
         this.#timeoutMs,
         "connect",
       );
@@ -378,7 +391,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   async close(): Promise<void> {
     this.#closed = true;
     for (const watch of this.#watches) watch.stop();
-    const clients = this.#clients;
+    const clients = [...this.#clients, ...this.#readers];
     await Promise.all(clients.map(async (client) => {
       if (client.status !== "ready") return client.disconnect();
       try {
@@ -396,7 +409,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const key = this.#layout.entryKey(this.name, this.#hash(input), companyId);
     let text: string | null;
     try {
-      text = await this.#pick().get(key);
+      text = await this.#read(key);
     } catch (error) {
       this.#fault("get", error);
       this.#metrics.failed(this.#op.get, start, companyId, key);
@@ -648,7 +661,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   /** The primitives of getOrSet, each one command or script on this provider's connections. */
   #store(): GetOrSetStore {
     return {
-      get: (key) => this.#pick().get(key),
+      get: (key) => this.#read(key),
       readOrLock: async (keys, token, lockMs, staleMs) => {
         // The token's first 48 bits seed a missing generation counter with a random value.
         const seed = parseInt(token.slice(0, 12), 16);
@@ -871,6 +884,15 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     return this.#clients[this.#pickIndex()];
   }
 
+  /** A GET: pipelined on a cluster (with a fallback on redirections), else on the client. */
+  #read(key: string): Promise<string | null> {
+    const i = this.#pickIndex();
+    const reader = this.#readers[i];
+    return reader === undefined
+      ? this.#clients[i].get(key)
+      : readWithFallback(reader, this.#clients[i], key, this.#timeoutMs);
+  }
+
   #pickIndex(): number {
     const count = this.#clients.length;
     if (count === 1) return 0;
@@ -979,10 +1001,11 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   #createClusterClient(
     Cluster: ClusterConstructor,
     tls: Record<string, unknown> | undefined,
+    pipelined: boolean,
   ): ClusterClient {
     const cluster = new Cluster(
       seedNodes(this.config),
-      clusterOptions(this.config, this.#timeoutMs, tls),
+      clusterOptions(this.config, this.#timeoutMs, tls, pipelined),
     );
     const connectionFault = (error: unknown, node?: unknown) => {
       this.#lastConnectionError = error;
@@ -1016,7 +1039,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     // back) may lack the scripts: register them when it is ready. NOSCRIPT is retried anyway.
     cluster.on("+node", (node) => {
       const scripts = this.#scripts;
-      if (!scripts) return;
+      if (!scripts || pipelined) return; // the GET client runs no script
       (node as ProtocolClient).once("ready", () => {
         registerScripts(node as ProtocolClient, scripts).catch((error) =>
           this.#fault("script load", error)
@@ -1026,7 +1049,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     return cluster;
   }
 
-  async #ready(client: ProtocolClient): Promise<void> {
+  async #ready(client: ProtocolClient, scripts = true): Promise<void> {
     if (client.status === "wait") await client.connect();
     else if (client.status !== "ready") {
       await new Promise<void>((resolve, reject) => {
@@ -1038,7 +1061,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     await Promise.all(
       this.#nodesOf(client).map(async (node) => {
         await node.ping();
-        await registerScripts(node, this.#scripts!);
+        if (scripts) await registerScripts(node, this.#scripts!);
       }),
     );
   }
