@@ -338,6 +338,15 @@ function printMarkdown(hashing: HashingFigures): void {
 // ---------------------------------------------------------------------------------------------
 // The rows
 
+/** The client library's own class, for the default-options comparison. */
+async function defaultClientClass(
+  kind: ServerKind,
+): Promise<new (options: Record<string, unknown>) => BareClient> {
+  const module = kind === "redis" ? await import("ioredis") : await import("iovalkey");
+  return (module as unknown as { Redis: new (options: Record<string, unknown>) => BareClient })
+    .Redis;
+}
+
 /** A JSON value whose text is about `bytes` long. */
 function valueOfSize(bytes: number): { id: number; tags: string[]; body: string } {
   const base = { id: 1, tags: ["a", "b"], body: "" };
@@ -404,6 +413,20 @@ async function benchServer(server: TestServer): Promise<void> {
     bare: () => client.set(conKeys[nextIndex()], smallText, "EX", TTL),
     lib: () => cacheSet(conInputs[nextIndex()], small),
   }, { workers: CONCURRENCY, target: 0.8, note: () => serverCost(client) });
+
+  // The same 100 callers against a client built with the library's defaults left out
+  // (`new Redis({ host, port })`: no auto-pipelining), as most ioredis users run it.
+  const DefaultClient = await defaultClientClass(server.kind);
+  const plain = new DefaultClient({ host: server.host, port: server.port });
+  await compare(label, `get hit, ${CONCURRENCY} concurrent, vs default client`, {
+    bare: () => plain.get(conKeys[nextIndex()]),
+    lib: () => cacheGet(conInputs[nextIndex()]),
+  }, { workers: CONCURRENCY, note: "bare: new Redis() with default options" });
+  await compare(label, `set, ${CONCURRENCY} concurrent, vs default client`, {
+    bare: () => plain.set(conKeys[nextIndex()], smallText, "EX", TTL),
+    lib: () => cacheSet(conInputs[nextIndex()], small),
+  }, { workers: CONCURRENCY, note: "bare: new Redis() with default options" });
+  await plain.quit();
 
   // Batches of 100.
   await compare(label, "getMany 100 vs MGET", {
