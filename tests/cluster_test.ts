@@ -603,6 +603,47 @@ for (const kind of KINDS) {
       }
     });
 
+    it("a hung master (SIGSTOP): its slots cost at most the timeout, others keep working", async () => {
+      await onEveryNode(cluster, "FLUSHALL");
+      const log = collectingLogger();
+      const cache = clusterCache(cluster, { logger: log, timeout: 0.5 });
+      assert.equal(await cache.connect(), true);
+      const owners = await cluster.slotOwners();
+      const tenants = Array.from({ length: 30 }, (_, i) => `h${i}`);
+      const ownerOf = (tenant: string) => owners[keySlot(layout().scopeRegistries(tenant)[0])];
+      for (const tenant of tenants) await cache.set("v", tenant, { companyId: tenant });
+      const victim = 1;
+      const hung = tenants.filter((t) => ownerOf(t) === victim);
+      const alive = tenants.filter((t) => ownerOf(t) !== victim);
+      assert.ok(hung.length > 0 && alive.length > 0);
+      try {
+        cluster.nodes[victim].pause();
+        const started = Date.now();
+        const [hungGets, hungSets, aliveGets] = await Promise.all([
+          Promise.all(hung.map((t) => cache.get("v", { companyId: t }))),
+          Promise.all(hung.map((t) => cache.set("w", 1, { companyId: t }))),
+          Promise.all(alive.map((t) => cache.get("v", { companyId: t }))),
+        ]);
+        const took = Date.now() - started;
+        assert.deepEqual(hungGets, hung.map(() => null));
+        assert.deepEqual(hungSets, hung.map(() => false));
+        assert.deepEqual(aliveGets, alive);
+        assert.ok(took < 1500, `the calls on the hung master took ${took} ms (timeout 0.5 s)`);
+        console.log(`FIGURES cluster-hang kind=${kind} hung-calls-ms=${took} timeout-ms=500`);
+      } finally {
+        cluster.nodes[victim].resume();
+      }
+      // Thawed, the master serves its slots again.
+      let value: unknown = null;
+      for (let i = 0; i < 100 && value === null; i++) {
+        value = await cache.get("v", { companyId: hung[0] });
+        if (value === null) await sleep(30);
+      }
+      assert.equal(value, hung[0]);
+      assert.ok(log.lines.length >= 1 && log.lines.length <= 10, `${log.lines.length} lines`);
+      await cache.close();
+    });
+
     it("a killed master: its slots degrade to misses within the timeout, others keep working", async () => {
       await onEveryNode(cluster, "FLUSHALL");
       const log = collectingLogger();
