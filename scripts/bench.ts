@@ -38,6 +38,7 @@ import {
 } from "../mod.ts";
 import { entryKey, hashInput } from "../src/keys.ts";
 import { type ServerKind, startServer, type TestServer } from "../tests/harness.ts";
+import { startCluster } from "../tests/cluster_harness.ts";
 
 /** The commands the bench sends directly, as ioredis and iovalkey define them. */
 interface BareClient {
@@ -354,7 +355,7 @@ function valueOfSize(bytes: number): { id: number; tags: string[]; body: string 
   return { ...base, body: "x".repeat(Math.max(0, bytes - overhead)) };
 }
 
-async function benchServer(server: TestServer): Promise<void> {
+async function benchServer(server: TestServer): Promise<string> {
   const Config = server.kind === "redis" ? RedisConfig : ValkeyConfig;
   const config = new Config({ url: server.url });
   if (!(await setCache({ provider: server.kind, config }))) {
@@ -463,6 +464,49 @@ async function benchServer(server: TestServer): Promise<void> {
   if (selected("pool")) await benchPool(server, label, config, small, conInputs, conKeys, client);
   if (selected("clear tenant")) await benchClear(server, label);
   await closeCache();
+  return label;
+}
+
+/**
+ * The same provider calls on a 3-master cluster (cluster mode: hash-tagged layout, GETs
+ * auto-pipelined per node) against the single server, 100 concurrent callers, same machine: the
+ * ratio is cluster / single server. On one 2-core machine the masters share the cores with the
+ * client, so this shows the cost of cluster mode, not scale-out.
+ */
+async function benchCluster(server: TestServer, label: string): Promise<void> {
+  if (!selected("cluster")) return;
+  const cluster = await startCluster(server.kind);
+  const Config = server.kind === "redis" ? RedisConfig : ValkeyConfig;
+  const make = (config: RedisConfig) =>
+    server.kind === "redis"
+      ? new RedisCache({ config })
+      : new ValkeyCache({ config: config as ValkeyConfig });
+  const single = make(new Config({ url: server.url }));
+  const clustered = make(new Config({ clusterNodes: cluster.seeds }));
+  try {
+    if (!(await single.connect()) || !(await clustered.connect())) {
+      throw new Error("cluster bench: connect failed");
+    }
+    const inputs = Array.from({ length: CONCURRENCY }, (_, i) => ({ query: "cluster", id: i }));
+    const value = valueOfSize(100);
+    const entries = inputs.map((input) => [input, value] as const);
+    await single.setMany(entries);
+    await clustered.setMany(entries);
+    let turn = 0;
+    const next = () => (turn = (turn + 1) % CONCURRENCY);
+    const note = `ratio = cluster (${cluster.nodes.length} masters) / 1 server`;
+    await compare(label, `cluster: get hit, ${CONCURRENCY} concurrent`, {
+      bare: () => single.get(inputs[next()]),
+      lib: () => clustered.get(inputs[next()]),
+    }, { workers: CONCURRENCY, note });
+    await compare(label, `cluster: set, ${CONCURRENCY} concurrent`, {
+      bare: () => single.set(inputs[next()], value),
+      lib: () => clustered.set(inputs[next()], value),
+    }, { workers: CONCURRENCY, note });
+  } finally {
+    await Promise.all([single.close(), clustered.close()]);
+    await cluster.stop();
+  }
 }
 
 /** Pool size × auto-pipelining under 100 concurrent callers, against the bare baseline. */
@@ -658,7 +702,8 @@ async function main(): Promise<void> {
   for (const kind of KINDS) {
     const server = await startServer(kind);
     try {
-      await benchServer(server);
+      const label = await benchServer(server);
+      await benchCluster(server, label);
     } finally {
       await closeCache();
       await server.stop();

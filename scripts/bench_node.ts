@@ -1,7 +1,7 @@
 /**
  * Runs the benchmark under Node against the built npm package (`deno task bench:node`, which
- * builds `npm/` first): scripts/bench.ts and tests/harness.ts are compiled by tsc with the
- * package's options and placed at `npm/scripts/bench.js` and `npm/tests/harness.js`, where their
+ * builds `npm/` first): scripts/bench.ts and the test harnesses are compiled by tsc with the
+ * package's options and placed at `npm/scripts/bench.js` and `npm/tests/`, where their
  * relative imports (`../mod.js`, `../src/keys.js`) are the package's own shipped files. Neither
  * directory is in the package's `files`, so `npm pack` leaves them out.
  *
@@ -30,7 +30,7 @@ async function main(): Promise<number> {
     { ...compilerOptions(STAGING_DIR), declaration: false, sourceMap: false },
     ["scripts/bench.ts"],
   );
-  for (const file of ["scripts/bench.js", "tests/harness.js"]) {
+  for (const file of ["scripts/bench.js", "tests/harness.js", "tests/cluster_harness.js"]) {
     await mkdir(join(NPM_DIR, file, ".."), { recursive: true });
     await copyFile(join(STAGING_DIR, file), join(NPM_DIR, file));
   }
