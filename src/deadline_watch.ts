@@ -15,7 +15,7 @@
  */
 
 import { clearInterval, setInterval } from "node:timers";
-import type { StallHandler, StallWatch } from "./stall_watch.ts";
+import { checkPeriod, type StallHandler, type StallWatch } from "./stall_watch.ts";
 
 /** A command object of ioredis / iovalkey: rejecting it settles the caller's promise. */
 interface RejectableCommand {
@@ -40,7 +40,7 @@ export function watchDeadlines(
   timeoutMs: number,
   onTimeout: StallHandler,
 ): StallWatch {
-  const period = Math.min(50, Math.max(5, Math.floor(timeoutMs / 10)));
+  const period = checkPeriod(timeoutMs);
   const send = client.sendCommand.bind(client);
   const sentAt = new Map<RejectableCommand, number>();
   let timer: ReturnType<typeof setInterval> | undefined;

@@ -271,21 +271,25 @@ export class GetOrSetRunner {
   ): Promise<FlowResult> {
     const ctx = this.#ctx;
     const start = performance.now();
-    let reply: LockReply;
-    try {
-      reply = first ?? await ctx.store.readOrLock(keys, token, plan.lockMs, plan.staleMs);
-    } catch (error) {
-      this.#fault(keys, start, error);
-      return {
-        text: serializeValue(await compute(), ctx.maxValueBytes),
-        fromCache: false,
-        stale: false,
-      };
-    }
-    const deadline = performance.now() + plan.lockMs;
+    let reply = first;
+    let deadline: number | undefined;
     let delay = POLL_FIRST_MS;
     let waited = false;
     for (;;) {
+      if (reply === undefined) {
+        try {
+          reply = await ctx.store.readOrLock(keys, token, plan.lockMs, plan.staleMs);
+        } catch (error) {
+          this.#fault(keys, start, error);
+          return {
+            text: serializeValue(await compute(), ctx.maxValueBytes),
+            fromCache: false,
+            stale: false,
+          };
+        }
+      }
+      // The lock wait is counted from the first answer.
+      deadline ??= performance.now() + plan.lockMs;
       switch (reply.status) {
         case 1:
           return { text: reply.text!, fromCache: true, stale: false };
@@ -309,16 +313,7 @@ export class GetOrSetRunner {
       }
       await sleep(Math.min(delay, Math.max(1, deadline - performance.now())));
       delay = Math.min(delay * 2, POLL_MAX_MS);
-      try {
-        reply = await ctx.store.readOrLock(keys, token, plan.lockMs, plan.staleMs);
-      } catch (error) {
-        this.#fault(keys, start, error);
-        return {
-          text: serializeValue(await compute(), ctx.maxValueBytes),
-          fromCache: false,
-          stale: false,
-        };
-      }
+      reply = undefined;
     }
   }
 

@@ -56,7 +56,7 @@ export function watchStalls(
   timeoutMs: number,
   onStall: StallHandler,
 ): StallWatch {
-  const period = Math.min(50, Math.max(5, Math.floor(timeoutMs / 10)));
+  const period = checkPeriod(timeoutMs);
   const send = client.sendCommand.bind(client);
   const inflight = new Set<WatchedCommand>();
   let completed = 0;
@@ -110,4 +110,15 @@ export function watchStalls(
       timer = undefined;
     },
   };
+}
+
+/**
+ * How often a watch checks: a tenth of the timeout, between 5 and 50 ms, so a call settles within
+ * the timeout plus at most 50 ms.
+ *
+ * @param timeoutMs The watch's timeout.
+ * @returns The check period in milliseconds.
+ */
+export function checkPeriod(timeoutMs: number): number {
+  return Math.min(50, Math.max(5, Math.floor(timeoutMs / 10)));
 }
