@@ -21,7 +21,28 @@ import { type CacheEventListener, type CacheStats, emptyStats } from "./stats.ts
 import type { CacheBackend, Compute, EntryOptions, GetOrSetOptions, SetOptions } from "./types.ts";
 import { ValkeyCache } from "./valkey.ts";
 
-/** Options of `setCache`. Everything not given is read from the environment. */
+/**
+ * Options of `setCache`. Everything not given is read from the environment.
+ *
+ * @example Installing from explicit options instead of the environment
+ * ```ts
+ * import { cacheGet, cacheSet, closeCache, setCache, type SetCacheOptions } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const seen: string[] = [];
+ * const options: SetCacheOptions = {
+ *   provider: "memory",
+ *   ttl: 600,
+ *   env: {}, // read no CACHE_BACKEND / ENABLE_CACHE / REDIS_* from the process
+ *   onEvent: (event) => seen.push(`${event.type}:${event.operation}`),
+ * };
+ * assert.equal(await setCache(options), true);
+ * await cacheSet("greeting", "hello");
+ * assert.equal(await cacheGet("greeting"), "hello");
+ * assert.deepEqual(seen, ["set:set", "hit:get"]);
+ * await closeCache();
+ * ```
+ */
 export interface SetCacheOptions {
   /**
    * Which provider to install; `auto` picks Valkey when `VALKEY_*` variables are set, else Redis.

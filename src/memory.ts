@@ -38,7 +38,31 @@ import {
   ttlToMs,
 } from "./values.ts";
 
-/** Options of `MemoryCache`. */
+/**
+ * Options of `MemoryCache`.
+ *
+ * @example A named cache with its own prefix, no expiry and a value size limit
+ * ```ts
+ * import { CacheSerializationError, MemoryCache, type MemoryCacheOptions } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const keys: string[] = [];
+ * const options: MemoryCacheOptions = {
+ *   name: "reports",
+ *   prefix: "app:",
+ *   ttl: null,
+ *   maxValueBytes: 1024,
+ *   onEvent: (event) => {
+ *     if (event.key !== undefined) keys.push(event.key);
+ *   },
+ * };
+ * const cache = new MemoryCache(options);
+ * assert.equal(cache.name, "reports");
+ * await cache.set({ month: "2026-11" }, { total: 1200 }, { companyId: "acme" });
+ * assert.match(keys[0], /^app:tenant:acme:reports:/);
+ * await assert.rejects(cache.set("big", "x".repeat(2048)), CacheSerializationError);
+ * ```
+ */
 export interface MemoryCacheOptions {
   /**
    * The cache's name: the `<name>` part of every key.

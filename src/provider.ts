@@ -30,6 +30,7 @@ import {
   sampleClusterRegistry,
   seedNodes,
 } from "./cluster.ts";
+import { Coalescer } from "./coalesce.ts";
 import { watchDeadlines } from "./deadline_watch.ts";
 import { ClusterLayout, type KeyLayout, StandaloneLayout } from "./layout.ts";
 import { keySlot } from "./slots.ts";
@@ -217,6 +218,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   /** Writes so far, for the cluster's sampled registry pruning. */
   #writes = 0;
   #watches: StallWatch[] = [];
+  /** A single server's tick-coalescing of GETs and writes (none in cluster mode). */
+  readonly #coalescer: Coalescer | undefined;
   #next = 0;
   #scripts: Record<ScriptName, Script> | undefined;
   #closed = false;
@@ -291,6 +294,13 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       metrics: this.#metrics,
       log: this.#log,
       fault: (operation, error) => this.#fault(operation, error),
+    });
+    // A cluster spreads one tick's keys over slots and masters, so there each call is sent alone.
+    this.#coalescer = this.#layout.clustered ? undefined : new Coalescer({
+      // async: "not connected" (a throw of #pick) becomes a rejection, served as a miss.
+      get: async (key) => await this.#pick().get(key),
+      mget: async (keys) => await this.#pick().mget(...keys),
+      write: (registry, keys, texts, ttlMs) => this.#write(registry, keys, texts, ttlMs),
     });
   }
 
@@ -419,7 +429,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     return text === null ? null : this.#parse<T>(text, key);
   }
 
-  /** Stores `value` and registers its key in one EVALSHA; `false` on a server fault. */
+  /**
+   * Stores `value` and registers its key in one EVALSHA (shared with the other writes of the same
+   * scope and TTL made in the same tick); `false` on a server fault.
+   */
   async set(input: unknown, value: unknown, options?: SetOptions): Promise<boolean> {
     const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
@@ -427,7 +440,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const key = this.#layout.entryKey(this.name, hash, companyId);
     const text = serializeValue(value, this.#maxValueBytes);
     const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
-    const ok = await this.#write(this.#layout.registryKey(hash, companyId), [key], [text], ttlMs);
+    const registry = this.#layout.registryKey(hash, companyId);
+    const ok = this.#coalescer
+      ? await this.#coalescer.write(registry, key, text, ttlMs)
+      : await this.#write(registry, [key], [text], ttlMs);
     if (ok) this.#metrics.stored(this.#op.set, start, companyId, key);
     else this.#metrics.failed(this.#op.set, start, companyId, key);
     return ok;
@@ -689,9 +705,11 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
 
   async #write(registry: string, keys: string[], texts: string[], ttlMs: number): Promise<boolean> {
     try {
+      // The prune sample grows with the batch, so each entry written samples as many members
+      // as a single write does and the registry stays within a small factor of its live keys.
       await this.#run("set_and_register", [registry, ...keys], [
         ttlMs,
-        this.#inScriptSample(),
+        this.#inScriptSample() * keys.length,
         ...texts,
       ]);
       this.#sampleAfterWrite(registry);
@@ -877,15 +895,22 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     // #scripts is set by connect(); a call before it finds no connection and faults anyway.
     const scripts = this.#scripts;
     if (!scripts) return Promise.reject(new Error("not connected: call connect() first"));
+    this.#coalescer?.flush();
     return runScript(this.#scriptClients[this.#pickIndex()], scripts[name], keys, args);
   }
 
+  /** A connection for a command; what this tick coalesced goes out before it, in call order. */
   #pick(): ProtocolClient {
+    this.#coalescer?.flush();
     return this.#clients[this.#pickIndex()];
   }
 
-  /** A GET: pipelined on a cluster (with a fallback on redirections), else on the client. */
+  /**
+   * A GET: in this tick's MGET on a single server; on a cluster pipelined (with a fallback on
+   * redirections), or on the client.
+   */
   #read(key: string): Promise<string | null> {
+    if (this.#coalescer) return this.#coalescer.read(key);
     const i = this.#pickIndex();
     const reader = this.#readers[i];
     return reader === undefined

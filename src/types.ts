@@ -7,7 +7,24 @@
 
 import type { CacheEventListener, CacheStats } from "./stats.ts";
 
-/** Options of a call that addresses one scope. */
+/**
+ * Options of a call that addresses one scope.
+ *
+ * @example Tenant and global scopes
+ * ```ts
+ * import { type EntryOptions, MemoryCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const cache = new MemoryCache();
+ * const acme: EntryOptions = { companyId: "acme" };
+ * await cache.set("settings", { theme: "dark" }, acme);
+ * assert.deepEqual(await cache.get("settings", acme), { theme: "dark" });
+ * assert.equal(await cache.get("settings"), null); // the global scope is another entry
+ * // An integer tenant id is the same tenant as its decimal string.
+ * await cache.set("plan", "pro", { companyId: 42 });
+ * assert.equal(await cache.get("plan", { companyId: "42" }), "pro");
+ * ```
+ */
 export interface EntryOptions {
   /**
    * The tenant the entry belongs to: a non-empty string, or an integer (`0` is tenant `"0"`).
@@ -18,7 +35,23 @@ export interface EntryOptions {
   companyId?: string | number;
 }
 
-/** Options of a write. */
+/**
+ * Options of a write.
+ *
+ * @example A short TTL and no expiry
+ * ```ts
+ * import { MemoryCache, type SetOptions } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const cache = new MemoryCache({ ttl: 3600 });
+ * const brief: SetOptions = { companyId: "acme", ttl: 0.05 };
+ * await cache.set("otp", "123456", brief);
+ * await cache.set("logo", "logo.png", { companyId: "acme", ttl: null }); // never expires
+ * await new Promise((resolve) => setTimeout(resolve, 100));
+ * assert.equal(await cache.get("otp", { companyId: "acme" }), null);
+ * assert.equal(await cache.get("logo", { companyId: "acme" }), "logo.png");
+ * ```
+ */
 export interface SetOptions extends EntryOptions {
   /**
    * Seconds until the entry expires (fractions allowed); `null` stores without expiry.
@@ -28,7 +61,31 @@ export interface SetOptions extends EntryOptions {
   ttl?: number | null;
 }
 
-/** Options of `getOrSet` / `cacheGetOrSet`. */
+/**
+ * Options of `getOrSet` / `cacheGetOrSet`.
+ *
+ * @example Serving a stale value while one refresh runs
+ * ```ts
+ * import { type GetOrSetOptions, MemoryCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const cache = new MemoryCache();
+ * const options: GetOrSetOptions = {
+ *   companyId: "acme",
+ *   ttl: 0.05,
+ *   staleWhileRevalidate: 60,
+ *   lockTimeout: 5,
+ * };
+ * let version = 0;
+ * const loadRates = () => ++version;
+ * assert.equal(await cache.getOrSet("rates", loadRates, options), 1);
+ * await new Promise((resolve) => setTimeout(resolve, 100)); // past the TTL, in the stale window
+ * assert.equal(await cache.getOrSet("rates", loadRates, options), 1); // stale; refresh started
+ * await new Promise((resolve) => setTimeout(resolve, 20));
+ * assert.equal(await cache.getOrSet("rates", loadRates, options), 2);
+ * assert.equal(cache.stats().staleHits, 1);
+ * ```
+ */
 export interface GetOrSetOptions extends SetOptions {
   /**
    * Seconds one process may hold the key's lock while it computes; others wait for its value at
@@ -47,7 +104,26 @@ export interface GetOrSetOptions extends SetOptions {
   staleWhileRevalidate?: number;
 }
 
-/** Produces the value `getOrSet` stores on a miss: any JSON-serializable value, or a promise of one. */
+/**
+ * Produces the value `getOrSet` stores on a miss: any JSON-serializable value, or a promise of one.
+ *
+ * @example A synchronous and an asynchronous compute
+ * ```ts
+ * import { type Compute, MemoryCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const cache = new MemoryCache();
+ * const fromConfig: Compute<number> = () => 30;
+ * const fromDatabase: Compute<{ name: string }> = async () => ({ name: "Acme Inc." });
+ * assert.equal(await cache.getOrSet("timeout", fromConfig), 30);
+ * assert.deepEqual(await cache.getOrSet({ company: "acme" }, fromDatabase), { name: "Acme Inc." });
+ * // On a hit, the compute is not called.
+ * const failing: Compute<number> = () => {
+ *   throw new Error("not called on a hit");
+ * };
+ * assert.equal(await cache.getOrSet("timeout", failing), 30);
+ * ```
+ */
 export type Compute<T> = () => T | Promise<T>;
 
 /**
