@@ -12,7 +12,31 @@ import type { ProtocolClient } from "./provider.ts";
 import type { ScriptClient, ScriptName } from "./scripts.ts";
 import { keySlot } from "./slots.ts";
 
-/** A cluster client of ioredis or iovalkey (`Cluster`), as the provider drives it. */
+/**
+ * A cluster client of ioredis or iovalkey (`Cluster`), as the provider drives it.
+ *
+ * @example A helper that takes a cluster client
+ * ```ts
+ * import type { ClusterClient } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * // PINGs every master, e.g. for a readiness probe.
+ * async function pingMasters(cluster: ClusterClient): Promise<string[]> {
+ *   return await Promise.all(cluster.nodes("master").map((node) => node.ping()));
+ * }
+ *
+ * // A real one is an ioredis / iovalkey `Cluster`; this stand-in has only what the helper uses.
+ * const roles: (string | undefined)[] = [];
+ * const cluster = {
+ *   nodes: (role?: string) => {
+ *     roles.push(role);
+ *     return [{ ping: async () => "PONG" }, { ping: async () => "PONG" }];
+ *   },
+ * } as unknown as ClusterClient;
+ * assert.deepEqual(await pingMasters(cluster), ["PONG", "PONG"]);
+ * assert.deepEqual(roles, ["master"]);
+ * ```
+ */
 export interface ClusterClient extends ProtocolClient {
   /** The connections to the nodes of one role (each a standalone client). */
   nodes(role?: "all" | "master" | "slave"): ProtocolClient[];
@@ -24,7 +48,37 @@ export interface ClusterClient extends ProtocolClient {
   sscan(key: string, cursor: string, ...args: (string | number)[]): Promise<[string, string[]]>;
 }
 
-/** Constructs a cluster client of one library (ioredis or iovalkey `Cluster`). */
+/**
+ * Constructs a cluster client of one library (ioredis or iovalkey `Cluster`).
+ *
+ * @example Opening a cluster with the `Cluster` class a caller passes in
+ * ```ts
+ * import type { ClusterClient, ClusterConstructor } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * // ioredis's or iovalkey's `Cluster` fits `ClusterConstructor`.
+ * function openCluster(Cluster: ClusterConstructor, seeds: string[]): ClusterClient {
+ *   const startupNodes = seeds.map((seed) => {
+ *     const colon = seed.lastIndexOf(":");
+ *     return { host: seed.slice(0, colon), port: Number(seed.slice(colon + 1)) };
+ *   });
+ *   return new Cluster(startupNodes, { lazyConnect: true });
+ * }
+ *
+ * // A stand-in that records its arguments instead of connecting.
+ * let received: unknown[] = [];
+ * const Recording = class {
+ *   constructor(...args: unknown[]) {
+ *     received = args;
+ *   }
+ * } as unknown as ClusterConstructor;
+ * openCluster(Recording, ["10.0.0.1:7000", "10.0.0.2:7001"]);
+ * assert.deepEqual(received, [
+ *   [{ host: "10.0.0.1", port: 7000 }, { host: "10.0.0.2", port: 7001 }],
+ *   { lazyConnect: true },
+ * ]);
+ * ```
+ */
 export type ClusterConstructor = new (
   startupNodes: { host: string; port: number }[],
   options: Record<string, unknown>,

@@ -20,7 +20,24 @@ const { createHash, randomBytes } = nodeCrypto;
 // deno-lint-ignore no-explicit-any
 const denoNs: any = (globalThis as any).Deno;
 
-/** A snapshot of environment variables, as `Deno.env.toObject()` or `process.env` give it. */
+/**
+ * A snapshot of environment variables, as `Deno.env.toObject()` or `process.env` give it.
+ *
+ * @example Configuring from an explicit environment
+ * ```ts
+ * import { closeCache, type EnvRecord, RedisConfig, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const env: EnvRecord = { REDIS_HOST: "cache.internal", REDIS_PORT: "6380", REDIS_DB: undefined };
+ * const config = RedisConfig.fromEnv(env);
+ * assert.equal(config.host, "cache.internal");
+ * assert.equal(config.port, 6380);
+ * assert.equal(config.db, 0);
+ * // With ENABLE_CACHE=false, setCache installs nothing and connects nowhere.
+ * assert.equal(await setCache({ env: { ENABLE_CACHE: "false" } }), false);
+ * await closeCache();
+ * ```
+ */
 export type EnvRecord = Record<string, string | undefined>;
 
 /**

@@ -34,7 +34,34 @@ export interface Script {
   readonly sha: string;
 }
 
-/** The commands of an ioredis / iovalkey client that scripts need. */
+/**
+ * The commands of an ioredis / iovalkey client that scripts need.
+ *
+ * @example An in-memory stand-in for unit tests
+ * ```ts
+ * import type { ScriptClient } from "@core-lib/cache";
+ * import { createHash } from "node:crypto";
+ * import assert from "node:assert/strict";
+ *
+ * // An ioredis / iovalkey client fits this shape; this stand-in connects nowhere.
+ * const scripts = new Map<string, string>();
+ * const client: ScriptClient = {
+ *   script: async (_subcommand, source) => {
+ *     const sha = createHash("sha1").update(source).digest("hex");
+ *     scripts.set(sha, source);
+ *     return sha;
+ *   },
+ *   evalsha: async (sha, numKeys, ...keysAndArgs) => {
+ *     if (!scripts.has(sha)) throw new Error("NOSCRIPT No matching script");
+ *     return keysAndArgs.slice(0, numKeys); // stands in for running the script
+ *   },
+ * };
+ * const sha = await client.script("LOAD", "return KEYS[1]");
+ * assert.equal(sha, "4a2267357833227dd98abdedb8cf24b15a986445");
+ * assert.deepEqual(await client.evalsha(String(sha), 1, "cache:k", "arg"), ["cache:k"]);
+ * await assert.rejects(client.evalsha("0".repeat(40), 0), /NOSCRIPT/);
+ * ```
+ */
 export interface ScriptClient {
   /** EVALSHA: runs a registered script. */
   evalsha(sha: string, numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>;

@@ -6,7 +6,31 @@
  * @module
  */
 
-/** What happened in one cache call, as an event listener receives it. */
+/**
+ * What happened in one cache call, as an event listener receives it.
+ *
+ * @example The events of a read, a write and a clear
+ * ```ts
+ * import { type CacheEvent, MemoryCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const events: CacheEvent[] = [];
+ * const cache = new MemoryCache({ name: "reports", onEvent: (event) => events.push(event) });
+ * await cache.get("sales", { companyId: "acme" });
+ * await cache.set("sales", { total: 1200 }, { companyId: "acme" });
+ * await cache.clearCompany("acme");
+ * assert.deepEqual(events.map((event) => `${event.type} ${event.operation}`), [
+ *   "miss get",
+ *   "set set",
+ *   "clear clearCompany",
+ * ]);
+ * assert.match(events[0].key!, /^cache:tenant:acme:reports:/);
+ * assert.equal(events[1].key, events[0].key);
+ * assert.equal(events[2].companyId, "acme");
+ * assert.equal(events[2].count, 1);
+ * assert.ok(events.every((event) => event.ms >= 0));
+ * ```
+ */
 export interface CacheEvent {
   /**
    * `hit` / `miss`: a read found or did not find the entry (one event per key of a batch read);
@@ -26,10 +50,44 @@ export interface CacheEvent {
   count?: number;
 }
 
-/** Receives cache events. Runs synchronously inside the cache call: keep it cheap. */
+/**
+ * Receives cache events. Runs synchronously inside the cache call: keep it cheap.
+ *
+ * @example Counting events by type, then unsubscribing
+ * ```ts
+ * import { type CacheEventListener, MemoryCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const counts = new Map<string, number>();
+ * const countByType: CacheEventListener = (event) => {
+ *   counts.set(event.type, (counts.get(event.type) ?? 0) + 1);
+ * };
+ * const cache = new MemoryCache();
+ * const unsubscribe = cache.subscribe(countByType);
+ * await cache.getMany(["a", "b"]); // one miss per key
+ * await cache.set("a", 1);
+ * unsubscribe();
+ * await cache.get("a"); // not counted
+ * assert.deepEqual(Object.fromEntries(counts), { miss: 2, set: 1 });
+ * ```
+ */
 export type CacheEventListener = (event: CacheEvent) => void;
 
-/** Latency of one operation, in milliseconds. */
+/**
+ * Latency of one operation, in milliseconds.
+ *
+ * @example Reading one operation's latency
+ * ```ts
+ * import { MemoryCache, type OperationStats } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const cache = new MemoryCache();
+ * for (let i = 0; i < 10; i++) await cache.set(`k${i}`, i);
+ * const set: OperationStats = cache.stats().operations.set;
+ * assert.equal(set.calls, 10);
+ * assert.ok(set.p50 <= set.p95 && set.p95 <= set.p99 && set.p99 <= set.max);
+ * ```
+ */
 export interface OperationStats {
   /** How many calls were recorded. */
   calls: number;
@@ -43,7 +101,28 @@ export interface OperationStats {
   max: number;
 }
 
-/** A snapshot of a provider's counters since it was created (for the facade: since `setCache`). */
+/**
+ * A snapshot of a provider's counters since it was created (for the facade: since `setCache`).
+ *
+ * @example A provider's counters
+ * ```ts
+ * import { type CacheStats, MemoryCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const cache = new MemoryCache();
+ * await cache.getOrSet("report", () => ({ total: 1 })); // a miss: computed and stored
+ * await cache.getOrSet("report", () => ({ total: 2 })); // a hit
+ * await cache.clearAll();
+ * const stats: CacheStats = cache.stats();
+ * assert.equal(stats.hits, 1);
+ * assert.equal(stats.misses, 1);
+ * assert.equal(stats.sets, 1);
+ * assert.equal(stats.clears, 1);
+ * assert.equal(stats.errors, 0);
+ * assert.equal(stats.operations.getOrSet.calls, 2);
+ * assert.ok(stats.since <= Date.now());
+ * ```
+ */
 export interface CacheStats {
   /** When counting started (epoch milliseconds). */
   since: number;
