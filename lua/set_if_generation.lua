@@ -13,7 +13,8 @@
   KEYS[4]  the clear-all epoch: <prefix>generation:all
   KEYS[5]  the entry's lock: <prefix>lock:<entry key without prefix>
   ARGV[1]  TTL in milliseconds; "0" stores without expiry
-  ARGV[2]  how many random registry members to sample for pruning ("0" disables it)
+  ARGV[2]  how many random registry members to sample if the key was not registered yet ("0": no
+           pruning)
   ARGV[3]  the value (JSON text)
   ARGV[4]  the scope generation the caller read (read_or_lock's reply)
   ARGV[5]  the clear-all epoch the caller read (read_or_lock's reply)
@@ -38,11 +39,12 @@ if ttl > 0 then
 else
   redis.call("SET", KEYS[2], ARGV[3])
 end
-redis.call("SADD", registry, KEYS[2])
+local added = redis.call("SADD", registry, KEYS[2])
 
 -- The same sampling prune as set_and_register.lua (scripts are loaded as their files stand, so
--- there is no include): drop a few random members whose key has expired.
-if sample > 0 then
+-- there is no include): drop a few random members whose key has expired, when this write grew
+-- the registry.
+if added == 1 and sample > 0 then
   local members = redis.call("SRANDMEMBER", registry, sample)
   for _, member in ipairs(members) do
     if redis.call("EXISTS", member) == 0 then

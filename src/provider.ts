@@ -132,7 +132,8 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
    */
   logger?: CacheLogger;
   /**
-   * How many random registry members each write samples to prune expired ones; `0` disables it.
+   * How many random registry members a write samples, per key it newly registers, to prune the
+   * expired ones (a registry then stays within about 2× its live keys); `0` disables it.
    *
    * @default {2}
    */
@@ -705,11 +706,11 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
 
   async #write(registry: string, keys: string[], texts: string[], ttlMs: number): Promise<boolean> {
     try {
-      // The prune sample grows with the batch, so each entry written samples as many members
-      // as a single write does and the registry stays within a small factor of its live keys.
+      // The script samples pruneSample members per member it adds, so a batch prunes as much as
+      // the same writes one by one (lua/set_and_register.lua).
       await this.#run("set_and_register", [registry, ...keys], [
         ttlMs,
-        this.#inScriptSample() * keys.length,
+        this.#inScriptSample(),
         ...texts,
       ]);
       this.#sampleAfterWrite(registry);

@@ -244,6 +244,41 @@ for (const kind of KINDS) {
       assert.equal(await server.cli("SCARD", "cache:registry:tenant:t"), "100");
     });
 
+    it("keeps a registry within a small factor of its live entries under expiring writes", async () => {
+      // 40 rounds of 200 new keys, alternately one setMany and 200 concurrent sets (coalesced
+      // into one script call); each round, the keys of five rounds back expire (deleted behind
+      // the library's back, as expiry does, so the count of live keys is exact): 8,000 written,
+      // 1,000 live at the end.
+      const registry = "cache:registry:tenant:stream";
+      const raw = cache.client as unknown as { del(...keys: string[]): Promise<number> };
+      const rounds: number[][] = [];
+      let n = 0;
+      for (let round = 0; round < 40; round++) {
+        const inputs = Array.from({ length: 200 }, () => n++);
+        rounds.push(inputs);
+        const options = { companyId: "stream" };
+        if (round % 2 === 0) {
+          assert.equal(await cache.setMany(inputs.map((i) => [i, i] as const), options), true);
+        } else {
+          await Promise.all(inputs.map((i) => cache.set(i, i, options)));
+        }
+        const expired = rounds[round - 5];
+        if (expired) {
+          await raw.del(...expired.map((i) => entryKey("cache:", "", hashInput(i), "stream")));
+        }
+      }
+      const members = Number(await server.cli("SCARD", registry));
+      assert.equal(members - (await cache.pruneRegistries()), 1000);
+      // Sampling 2 members per member added keeps at most about half of them dead; without it
+      // the registry would hold all 8,000.
+      assert.ok(members <= 3000, `registry holds ${members} members for 1,000 live entries`);
+      // Replacing keys that are registered cannot grow the registry: no sample is taken.
+      const sampled = await commandCalls(server, "srandmember");
+      for (const i of rounds[39].slice(0, 10)) await cache.set(i, -i, { companyId: "stream" });
+      assert.equal(await commandCalls(server, "srandmember"), sampled);
+      assert.equal(await cache.clearCompany("stream"), 1000);
+    });
+
     it("bounds the connections it opens by poolSize and maxConnections", async () => {
       const countClients = async () =>
         (await server.cli("CLIENT", "LIST")).split("\n").filter((l) => !/cmd=client/.test(l))
