@@ -160,9 +160,20 @@ for (const kind of KINDS) {
       const saved = names.map((name) => process.env[name]);
       Object.assign(process.env, envFor(server));
       try {
-        assert.equal(await cacheSet("lazy", 1), true);
-        assert.ok(getCache() instanceof (kind === "redis" ? RedisCache : ValkeyCache));
-        assert.equal(await cacheGet("lazy"), 1);
+        const connections = async () =>
+          (await server.cli("CLIENT", "LIST")).split("\n").filter((l) => !/cmd=client/.test(l))
+            .length;
+        const before = await connections();
+        // 20 first calls at once: one setup, one provider, one connection, every call served.
+        const stored = await Promise.all(
+          Array.from({ length: 20 }, (_, i) => cacheSet(`lazy${i}`, i)),
+        );
+        assert.deepEqual(stored, Array(20).fill(true));
+        const installed = getCache();
+        assert.ok(installed instanceof (kind === "redis" ? RedisCache : ValkeyCache));
+        assert.equal(await cacheGet("lazy7"), 7);
+        assert.equal(getCache(), installed);
+        assert.equal(await connections(), before + 1);
       } finally {
         names.forEach((name, i) => {
           if (saved[i] === undefined) delete process.env[name];
