@@ -8,8 +8,9 @@
  *
  * Order is kept: calls are sent in the order they were made, consecutive calls of the same kind
  * share a command, and any other command the provider sends first flushes what is pending
- * (`flush()`), so a `set` followed by a `delete` in the same tick still runs in that order. A lone
- * call goes out as it would have anyway (a GET, a one-key script call), one microtask later.
+ * (`flush()`), so a `set` followed by a `delete` in the same tick still runs in that order. The
+ * first call of a tick goes out at once, as it would have anyway (a GET, a one-key script call),
+ * so a lone caller waits for nothing; the calls after it in the same tick are the ones gathered.
  *
  * @module
  */
@@ -53,7 +54,8 @@ export class Coalescer {
   readonly #send: CoalescedSender;
   /** The batches of this tick, in the order they were opened; only the last one takes more. */
   #pending: Batch[] = [];
-  #scheduled = false;
+  /** A call went out in this tick, and a microtask will send what gathers after it. */
+  #inTick = false;
 
   /** @param send What sends the coalesced commands. */
   constructor(send: CoalescedSender) {
@@ -62,10 +64,14 @@ export class Coalescer {
 
   /** The value text at `key`, read in this tick's MGET. */
   read(key: string): Promise<string | null> {
+    if (!this.#inTick) {
+      this.#startTick();
+      return this.#send.get(key);
+    }
     let batch = this.#last();
     if (batch?.kind !== "read" || batch.keys.length >= MAX_KEYS) {
       batch = { kind: "read", keys: [], waiters: [] };
-      this.#open(batch);
+      this.#pending.push(batch);
     }
     const open = batch;
     open.keys.push(key);
@@ -77,6 +83,10 @@ export class Coalescer {
    * `ttlMs`; every call in one batch shares its outcome (the script is atomic).
    */
   write(registry: string, key: string, text: string, ttlMs: number): Promise<boolean> {
+    if (!this.#inTick) {
+      this.#startTick();
+      return this.#send.write(registry, [key], [text], ttlMs);
+    }
     let batch = this.#last();
     if (
       batch?.kind !== "write" || batch.registry !== registry || batch.ttlMs !== ttlMs ||
@@ -85,7 +95,7 @@ export class Coalescer {
       let resolve!: (stored: boolean) => void;
       const done = new Promise<boolean>((r) => resolve = r);
       batch = { kind: "write", registry, ttlMs, keys: [], texts: [], chars: 0, done, resolve };
-      this.#open(batch);
+      this.#pending.push(batch);
     }
     batch.keys.push(key);
     batch.texts.push(text);
@@ -123,12 +133,10 @@ export class Coalescer {
     return this.#pending[this.#pending.length - 1];
   }
 
-  #open(batch: Batch): void {
-    this.#pending.push(batch);
-    if (this.#scheduled) return;
-    this.#scheduled = true;
+  #startTick(): void {
+    this.#inTick = true;
     queueMicrotask(() => {
-      this.#scheduled = false;
+      this.#inTick = false;
       this.flush();
     });
   }
