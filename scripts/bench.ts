@@ -318,7 +318,9 @@ function printMarkdown(hashing: HashingFigures): void {
       : "";
     const target = row.target === undefined
       ? (row.note ?? "")
-      : `≥ ${row.target.toFixed(2)} ${row.ratio!.median >= row.target ? "met" : "**missed**"}`;
+      : `≥ ${row.target.toFixed(2)} ${row.ratio!.median >= row.target ? "met" : "**missed**"}${
+        row.note ? ` (${row.note})` : ""
+      }`;
     lines.push(
       `| ${row.server} | ${row.name} | ${row.bare ? fmt(row.bare.opsPerSec) : ""} | ${
         fmt(row.lib.opsPerSec)
