@@ -3,7 +3,9 @@
  * the repository.
  */
 
+import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
+import process from "node:process";
 import { sha1Hex } from "../src/runtime.ts";
 import {
   type CacheLogger,
@@ -67,3 +69,62 @@ export function sleep(ms: number): Promise<void> {
 
 /** Every server kind the suites run against. */
 export const KINDS: readonly ServerKind[] = ["redis", "valkey"];
+
+/** What a child process run by {@linkcode runProcess} printed, and how it ended. */
+export interface ProcessRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** Wall-clock milliseconds from spawn to exit, as this process saw them. */
+  elapsedMs: number;
+}
+
+/** The variables a runtime needs to start (paths, caches), and none that configure the cache. */
+export function runtimeEnv(): Record<string, string> {
+  const env: Record<string, string> = { NO_COLOR: "1" };
+  for (const name of ["PATH", "HOME", "TMPDIR", "DENO_DIR", "XDG_CACHE_HOME"]) {
+    const value = process.env[name];
+    if (value !== undefined) env[name] = value;
+  }
+  return env;
+}
+
+/**
+ * Runs this test's own runtime (`deno` or `node`) with `argv` and stdin closed, collecting stdout
+ * and stderr; a run that outlasts `timeoutMs` is killed, so a hung child fails its test instead of
+ * hanging the suite. `onStderr` sees stderr as it arrives.
+ */
+export function runProcess(
+  argv: string[],
+  options: {
+    env?: Record<string, string | undefined>;
+    cwd?: string;
+    timeoutMs?: number;
+    onStderr?: (stderrSoFar: string) => void;
+  } = {},
+): Promise<ProcessRun> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, argv, {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout!.setEncoding("utf8").on("data", (chunk: string) => stdout += chunk);
+    child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
+      stderr += chunk;
+      options.onStderr?.(stderr);
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 120_000);
+    child.once("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.once("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, elapsedMs: Date.now() - started });
+    });
+  });
+}

@@ -9,13 +9,19 @@
 
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
-import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { entryKey, hashInput, registryKey } from "../src/keys.ts";
 import { freePort, startServer, type TestServer } from "./harness.ts";
-import { type AnyCache, cacheFor, KINDS, sleep } from "./_helpers.ts";
+import {
+  type AnyCache,
+  cacheFor,
+  KINDS,
+  type ProcessRun,
+  runProcess,
+  runtimeEnv,
+  sleep,
+} from "./_helpers.ts";
 
 const IS_DENO = "Deno" in globalThis;
 /** The repository root under Deno, `npm/` under Node. */
@@ -29,24 +35,6 @@ const VERSION_FILE = new URL(IS_DENO ? "../deno.json" : "../package.json", impor
 const RUN_TIMEOUT_MS = 120_000;
 const PASSWORD = "s3cret-Pa55word";
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  /** Wall-clock milliseconds from spawn to exit, as this process saw them. */
-  elapsedMs: number;
-}
-
-/** The variables a runtime needs to start (paths, caches), and none that configure the cache. */
-function baseEnv(): Record<string, string> {
-  const env: Record<string, string> = { NO_COLOR: "1" };
-  for (const name of ["PATH", "HOME", "TMPDIR", "DENO_DIR", "XDG_CACHE_HOME"]) {
-    const value = process.env[name];
-    if (value !== undefined) env[name] = value;
-  }
-  return env;
-}
-
 /**
  * Runs the CLI with `args` and exactly `env` (plus the runtime's own variables); `onStderr` sees
  * stderr as it arrives.
@@ -55,38 +43,20 @@ function admin(
   args: string[],
   env: Record<string, string> = {},
   onStderr?: (stderrSoFar: string) => void,
-): Promise<Run> {
+): Promise<ProcessRun> {
   const argv = IS_DENO
     ? ["run", "--allow-net", "--allow-env", "--allow-read", CLI, ...args]
     : [CLI, ...args];
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, argv, {
-      cwd: ROOT,
-      env: { ...baseEnv(), ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout!.setEncoding("utf8").on("data", (chunk: string) => stdout += chunk);
-    child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
-      stderr += chunk;
-      onStderr?.(stderr);
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), RUN_TIMEOUT_MS);
-    child.once("error", (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr, elapsedMs: Date.now() - started });
-    });
+  return runProcess(argv, {
+    cwd: ROOT,
+    env: { ...runtimeEnv(), ...env },
+    timeoutMs: RUN_TIMEOUT_MS,
+    onStderr,
   });
 }
 
 /** Shows a run in an assertion message. */
-function show(run: Run): string {
+function show(run: ProcessRun): string {
   return `exit ${run.code}\n--- stdout\n${run.stdout}--- stderr\n${run.stderr}`;
 }
 

@@ -8,8 +8,6 @@
 
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import process from "node:process";
 import { fileURLToPath } from "node:url";
 import {
   cacheClearCompany,
@@ -35,7 +33,10 @@ import {
   commandCalls,
   KINDS,
   luaSha,
+  type ProcessRun,
   quietLogger,
+  runProcess,
+  runtimeEnv,
   sleep,
 } from "./_helpers.ts";
 
@@ -699,7 +700,7 @@ for (const kind of KINDS) {
 function admin(
   args: string[],
   env: Record<string, string>,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
+): Promise<ProcessRun> {
   const isDeno = "Deno" in globalThis;
   const cli = fileURLToPath(
     new URL(isDeno ? "../scripts/cache_admin.ts" : "../scripts/cache_admin.js", import.meta.url),
@@ -708,28 +709,5 @@ function admin(
     cli,
     ...args,
   ];
-  const base: Record<string, string> = { NO_COLOR: "1" };
-  for (const name of ["PATH", "HOME", "TMPDIR", "DENO_DIR", "XDG_CACHE_HOME"]) {
-    const value = process.env[name];
-    if (value !== undefined) base[name] = value;
-  }
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, argv, {
-      env: { ...base, ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout!.setEncoding("utf8").on("data", (chunk: string) => stdout += chunk);
-    child.stderr!.setEncoding("utf8").on("data", (chunk: string) => stderr += chunk);
-    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.once("error", (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runProcess(argv, { env: { ...runtimeEnv(), ...env }, timeoutMs: 60_000 });
 }

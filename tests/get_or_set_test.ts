@@ -6,7 +6,6 @@
 
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import {
@@ -27,6 +26,7 @@ import {
   collectingLogger,
   commandCalls,
   KINDS,
+  runProcess,
   sleep,
 } from "./_helpers.ts";
 
@@ -69,7 +69,7 @@ interface WorkerOutput {
  * Spawns tests/get_or_set_worker in a separate process: `deno run` on the .ts under Deno, `node`
  * on the compiled .js under Node.
  */
-function runWorker(spec: WorkerSpec): Promise<WorkerOutput> {
+async function runWorker(spec: WorkerSpec): Promise<WorkerOutput> {
   const isDeno = "Deno" in globalThis;
   const file = fileURLToPath(
     new URL(`./get_or_set_worker.${isDeno ? "ts" : "js"}`, import.meta.url),
@@ -77,24 +77,15 @@ function runWorker(spec: WorkerSpec): Promise<WorkerOutput> {
   const args = isDeno
     ? ["run", "--allow-net=127.0.0.1,localhost", "--allow-env", "--allow-read", "--allow-sys", file]
     : [file];
-  const child = spawn(process.execPath, args, {
+  const run = await runProcess(args, {
     cwd: fileURLToPath(new URL("..", import.meta.url)),
     env: { ...process.env, GET_OR_SET_WORKER: JSON.stringify(spec) },
-    stdio: ["ignore", "pipe", "pipe"],
   });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (chunk) => stdout += chunk);
-  child.stderr!.on("data", (chunk) => stderr += chunk);
-  return new Promise((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code) => {
-      const line = stdout.trim().split("\n").pop() ?? "";
-      if (code !== 0 || !line.startsWith("{")) {
-        reject(new Error(`worker exited with ${code}: ${stderr}${stdout}`));
-      } else resolve(JSON.parse(line) as WorkerOutput);
-    });
-  });
+  const line = run.stdout.trim().split("\n").pop() ?? "";
+  if (run.code !== 0 || !line.startsWith("{")) {
+    throw new Error(`worker exited with ${run.code}: ${run.stderr}${run.stdout}`);
+  }
+  return JSON.parse(line) as WorkerOutput;
 }
 
 describe("MemoryCache getOrSet", () => {

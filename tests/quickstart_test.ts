@@ -6,38 +6,23 @@
 
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { startServer } from "./harness.ts";
-import { commandCalls, KINDS } from "./_helpers.ts";
+import { commandCalls, KINDS, runProcess, runtimeEnv } from "./_helpers.ts";
 
 const isDeno = "Deno" in globalThis;
 
 /** Runs the demo with exactly the README's permissions; resolves its stdout. */
-function runDemo(env: Record<string, string>): Promise<string> {
-  const root = fileURLToPath(new URL("..", import.meta.url));
+async function runDemo(env: Record<string, string>): Promise<string> {
   // Only what a fresh shell has, plus the demo's own variables: no REDIS_* of the test run.
-  const base: Record<string, string> = {};
-  for (const name of ["PATH", "HOME", "DENO_DIR", "TMPDIR"]) {
-    if (process.env[name]) base[name] = process.env[name]!;
-  }
-  const child = spawn(
-    process.execPath,
+  const run = await runProcess(
     ["run", "--allow-net", "--allow-env", "--allow-read", "examples/quickstart.ts"],
-    { cwd: root, env: { ...base, ...env }, stdio: ["ignore", "pipe", "pipe"] },
+    { cwd: fileURLToPath(new URL("..", import.meta.url)), env: { ...runtimeEnv(), ...env } },
   );
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (chunk) => stdout += chunk);
-  child.stderr!.on("data", (chunk) => stderr += chunk);
-  return new Promise((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code) => {
-      if (code === 0) resolve(stdout);
-      else reject(new Error(`quickstart exited with ${code}: ${stderr}${stdout}`));
-    });
-  });
+  if (run.code !== 0) {
+    throw new Error(`quickstart exited with ${run.code}: ${run.stderr}${run.stdout}`);
+  }
+  return run.stdout;
 }
 
 /** The steps every run prints, whatever the backend. */
