@@ -7,7 +7,8 @@
  *    README's Node example (examples/node_example.mjs) twice: configured by REDIS_HOST /
  *    REDIS_PORT in the environment, then by `node --env-file=.env`.
  * 4. Ask for the valkey provider: without iovalkey it must be a CacheDependencyError that says
- *    `npm install iovalkey`.
+ *    `npm install iovalkey`; with `auto` and VALKEY_* set, the server those name must be used
+ *    through ioredis.
  * 5. Type-check a TypeScript consumer of the installed package (`exports` → `types`).
  * 6. Run the admin CLI bin: `npx core-lib-cache-admin --help`, then `health`, `stats` and
  *    `clear --scope all` through `node_modules/.bin/core-lib-cache-admin` against the server.
@@ -20,6 +21,7 @@
 import { copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { entryKey, hashInput } from "../src/keys.ts";
 import { startServer, type TestServer } from "../tests/harness.ts";
 import {
   ADMIN_BIN,
@@ -166,6 +168,23 @@ try {
 }
 `;
 
+/**
+ * `auto` with VALKEY_* set and only ioredis installed: the server the VALKEY_* variables name
+ * (here the harness's redis-server), reached through ioredis.
+ */
+const AUTO_CHECK = `
+import { cacheGet, cacheSet, closeCache, getCache, setCache } from "${PACKAGE_NAME}";
+const ok = await setCache();
+const kind = getCache()?.constructor.name;
+const stored = ok && (await cacheSet("auto", 1)) && (await cacheGet("auto")) === 1;
+await closeCache();
+if (!ok || kind !== "RedisCache" || !stored) {
+  console.error("auto without iovalkey:", { ok, kind, stored });
+  process.exit(1);
+}
+console.log(kind + " at " + process.env.VALKEY_HOST + ":" + process.env.VALKEY_PORT);
+`;
+
 const TS_CONSUMER = `
 import {
   cacheGet,
@@ -282,6 +301,18 @@ async function main(): Promise<void> {
     const valkey = await node(app, ["valkey_check.mjs"], env);
     check(valkey.code === 0, `valkey without iovalkey:\n${valkey.out}`);
     console.log(`ok   provider "valkey" without iovalkey: ${valkey.out.trim()}`);
+
+    await writeFile(join(app, "auto_check.mjs"), AUTO_CHECK);
+    const auto = await node(app, ["auto_check.mjs"], {
+      VALKEY_HOST: server.host,
+      VALKEY_PORT: String(server.port),
+      VALKEY_PASSWORD: decodeURIComponent(new URL(server.url).password),
+    });
+    check(auto.code === 0, `auto with VALKEY_* and without iovalkey:\n${auto.out}`);
+    // On the server VALKEY_* names, not on a default localhost:6379.
+    const autoEntry = await server.cli("GET", entryKey("cache:", "", hashInput("auto")));
+    check(autoEntry === "1", `auto stored its entry elsewhere (got ${JSON.stringify(autoEntry)})`);
+    console.log(`ok   auto with VALKEY_* set and no iovalkey: ${auto.out.trim()}`);
 
     await writeFile(join(app, "consumer.ts"), TS_CONSUMER);
     await capture("node", [

@@ -140,13 +140,19 @@ async function install(options: SetCacheOptions): Promise<boolean> {
       `Invalid provider "${requested}": use "redis", "valkey", "memory" or "auto"`,
     );
   }
+  const valkeyEnv = hasValkeyEnv(env);
   const candidates: Exclude<BackendName, "auto">[] = requested !== "auto"
     ? [requested as Exclude<BackendName, "auto">]
-    : hasValkeyEnv(env)
+    : valkeyEnv
     ? ["valkey", "redis"]
     : ["redis", "valkey"];
+  // Under `auto` the variables pick the server, the installed package only the client: a Valkey
+  // configured by VALKEY_* is still reached through ioredis when iovalkey is not installed.
+  const autoConfig = requested === "auto" && !options.config && valkeyEnv
+    ? ValkeyConfig.fromEnv(env)
+    : undefined;
   for (const [index, kind] of candidates.entries()) {
-    const backend = createBackend(kind, options, env);
+    const backend = createBackend(kind, { ...options, config: options.config ?? autoConfig }, env);
     let connected: boolean;
     try {
       connected = await backend.connect();

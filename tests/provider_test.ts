@@ -279,6 +279,24 @@ for (const kind of KINDS) {
       assert.equal(await cache.clearCompany("stream"), 1000);
     });
 
+    it("a named cache keys its entries <prefix><name>:<hash>, apart from other names", async () => {
+      const named = cacheFor(server, { name: "users" });
+      assert.equal(await named.connect(), true);
+      try {
+        assert.equal(await named.set({ id: 1 }, "global"), true);
+        assert.equal(await named.set({ id: 1 }, "acme", { companyId: "acme" }), true);
+        const hash = hashInput({ id: 1 });
+        assert.equal(await server.cli("GET", entryKey("cache:", "users", hash)), '"global"');
+        assert.equal(await server.cli("GET", `cache:tenant:acme:users:${hash}`), '"acme"');
+        assert.equal(await cache.get({ id: 1 }), null, "the unnamed cache has its own keys");
+        assert.equal(await named.clearCompany("acme"), 1);
+        assert.equal(await named.get({ id: 1 }, { companyId: "acme" }), null);
+        assert.equal(await named.get({ id: 1 }), "global");
+      } finally {
+        await named.close();
+      }
+    });
+
     it("bounds the connections it opens by poolSize and maxConnections", async () => {
       const countClients = async () =>
         (await server.cli("CLIENT", "LIST")).split("\n").filter((l) => !/cmd=client/.test(l))
