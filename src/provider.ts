@@ -305,9 +305,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     });
     // A cluster spreads one tick's keys over slots and masters, so there each call is sent alone.
     this.#coalescer = this.#layout.clustered ? undefined : new Coalescer({
-      // async: "not connected" (a throw of #pick) becomes a rejection, served as a miss.
-      get: async (key) => await this.#pick().get(key),
-      mget: async (keys) => await this.#pick().mget(...keys),
+      get: (key) => this.#send(() => this.#pick().get(key)),
+      mget: (keys) => this.#send(() => this.#pick().mget(...keys)),
       write: (registry, keys, texts, ttlMs) => this.#write(registry, keys, texts, ttlMs),
     });
   }
@@ -905,6 +904,19 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     if (!scripts) return Promise.reject(new Error("not connected: call connect() first"));
     this.#coalescer?.flush();
     return runScript(this.#scriptClients[this.#pickIndex()], scripts[name], keys, args);
+  }
+
+  /**
+   * Sends a command; a throw before it goes out ("not connected" from `#pick`) becomes a
+   * rejection, served as a miss like any fault. Not an async function: a read on the hot path
+   * saves its promise.
+   */
+  #send<T>(command: () => Promise<T>): Promise<T> {
+    try {
+      return command();
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** A connection for a command; what this tick coalesced goes out before it, in call order. */
