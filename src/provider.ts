@@ -69,7 +69,25 @@ import {
   ttlToMs,
 } from "./values.ts";
 
-/** Options of `RedisCache` and `ValkeyCache`. */
+/**
+ * Options of `RedisCache` and `ValkeyCache`.
+ *
+ * @example A named cache with its own TTL and prefix
+ * ```ts
+ * import { RedisCache, type RedisCacheOptions, RedisConfig } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const options: RedisCacheOptions = {
+ *   config: new RedisConfig({ host: "127.0.0.1", port: 6380, prefix: "app:" }),
+ *   name: "users",
+ *   ttl: 60,
+ *   timeout: 2,
+ * };
+ * const cache = new RedisCache(options); // no I/O until connect()
+ * assert.equal(cache.prefix, "app:");
+ * assert.equal(cache.name, "users");
+ * ```
+ */
 export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
   /**
    * Where and how to connect.
@@ -163,6 +181,18 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
 /**
  * The commands this library sends, as ioredis and iovalkey both define them. Kept structural so
  * the two client libraries stay optional peer dependencies.
+ *
+ * @example A provider's client, typed without importing ioredis
+ * ```ts
+ * import { type ProtocolClient, RedisCache, RedisConfig } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * async function ready(client: ProtocolClient | null): Promise<boolean> {
+ *   return client?.status === "ready" && (await client.ping()) === "PONG";
+ * }
+ * const cache = new RedisCache({ config: new RedisConfig({ port: 6380 }) });
+ * assert.equal(await ready(cache.client), false); // no client before connect()
+ * ```
  */
 export interface ProtocolClient extends ScriptClient {
   /** The connection state: "wait", "connecting", "ready", "reconnecting", "end", ... */
@@ -189,7 +219,20 @@ export interface ProtocolClient extends ScriptClient {
   once(event: string, listener: (...args: unknown[]) => void): unknown;
 }
 
-/** Constructs a client of one library (ioredis or iovalkey) from ioredis-style options. */
+/**
+ * Constructs a client of one library (ioredis or iovalkey) from ioredis-style options.
+ *
+ * @example What a provider's loader returns
+ * ```ts
+ * import type { ClientConstructor } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * // Loaded only when called, as the providers do.
+ * const load = async (): Promise<ClientConstructor> =>
+ *   (await import("ioredis")).Redis as unknown as ClientConstructor;
+ * assert.equal(typeof load, "function");
+ * ```
+ */
 export type ClientConstructor = new (options: Record<string, unknown>) => ProtocolClient;
 
 const SET_MANY_CHUNK = 1000;
@@ -199,6 +242,23 @@ const CLUSTER_SAMPLE_EVERY = 16;
 /**
  * The Redis-protocol provider. Use `RedisCache` or `ValkeyCache`; this base only holds what they
  * share.
+ *
+ * @example Both providers are this class
+ * ```ts
+ * import {
+ *   RedisCache,
+ *   RedisConfig,
+ *   RedisProtocolCache,
+ *   ValkeyCache,
+ *   ValkeyConfig,
+ * } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const redis = new RedisCache({ config: new RedisConfig({ port: 6380 }) });
+ * const valkey = new ValkeyCache({ config: new ValkeyConfig({ port: 6381 }) });
+ * assert.ok(redis instanceof RedisProtocolCache && valkey instanceof RedisProtocolCache);
+ * assert.equal(redis.client, null); // the constructor does no I/O
+ * ```
  */
 export abstract class RedisProtocolCache<Config extends RedisConfig> implements CacheBackend {
   /** The cache's name, the `<name>` part of every key. */
