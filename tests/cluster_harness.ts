@@ -16,6 +16,8 @@ import { freePort, type ServerKind, startServer, type TestServer } from "./harne
 export interface ClusterOptions {
   /** How many masters. @default {3} */
   masters?: number;
+  /** Sets `--requirepass` (and `--masterauth`) on every node; the nodes' `cli` carry it. */
+  password?: string;
 }
 
 /** A running cluster. */
@@ -85,7 +87,9 @@ export async function startCluster(
             // A cluster with a failed master still serves the other masters' slots.
             "--cluster-require-full-coverage",
             "no",
+            ...(options.password === undefined ? [] : ["--masterauth", options.password]),
           ],
+          password: options.password,
         }),
       );
     }

@@ -696,6 +696,52 @@ for (const kind of KINDS) {
   });
 }
 
+for (const kind of KINDS) {
+  describe(`${kind} cluster with AUTH and a custom prefix`, () => {
+    it("authenticates on every master, keeps every key under the prefix, refuses a wrong password", async () => {
+      const password = "cluster-Pa55";
+      await using cluster = await startCluster(kind, { password });
+      const logger = collectingLogger();
+      const cache = clusterCache(cluster, { logger, configOptions: { password, prefix: "app:" } });
+      assert.equal(await cache.connect(), true);
+      try {
+        const inputs = Array.from({ length: 40 }, (_, i) => ({ q: i }));
+        assert.equal(await cache.setMany(inputs.map((input) => [input, input.q] as const)), true);
+        assert.equal(await cache.set({ q: "t" }, "tenant", { companyId: "acme" }), true);
+        assert.deepEqual(await cache.getMany(inputs), inputs.map((input) => input.q));
+        // Every key of the library is under the prefix, and the global scope spans the masters.
+        const keys = (await onEveryNode(cluster, "KEYS", "*")).map((out) =>
+          out.split("\n").filter(Boolean)
+        );
+        assert.ok(keys.flat().every((key) => key.startsWith("app:")), keys.flat().join(" "));
+        assert.ok(keys.filter((node) => node.length > 0).length >= 2, "spread over masters");
+        assert.equal(await cache.clearCompany("acme"), 1);
+        assert.equal(await cache.clearAll(), 40);
+        assert.equal(await dbsize(cluster), 0);
+      } finally {
+        await cache.close();
+      }
+      assert.deepEqual(logger.lines, [], "no fault was logged");
+
+      const wrongLogger = collectingLogger();
+      const wrong = clusterCache(cluster, {
+        logger: wrongLogger,
+        timeout: 1,
+        configOptions: { password: "not-the-Pa55", prefix: "app:" },
+      });
+      try {
+        assert.equal(await wrong.connect(), false);
+        assert.equal(await wrong.get({ q: 1 }), null);
+      } finally {
+        await wrong.close();
+      }
+      const lines = wrongLogger.lines.join("\n");
+      assert.match(lines, /authentication failed/i);
+      assert.ok(!lines.includes("not-the-Pa55") && !lines.includes(password), lines);
+    });
+  });
+}
+
 /** The admin CLI as an operator runs it (see tests/cache_admin_test.ts). */
 function admin(
   args: string[],
