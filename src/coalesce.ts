@@ -62,7 +62,7 @@ export class Coalescer {
     this.#send = send;
   }
 
-  /** The value text at `key`, read in this tick's MGET. */
+  /** The value text at `key`: a GET of its own as a tick's first call, else in the tick's MGET. */
   read(key: string): Promise<string | null> {
     if (!this.#inTick) {
       this.#startTick();
@@ -79,8 +79,9 @@ export class Coalescer {
   }
 
   /**
-   * Stores `text` at `key` and registers it, in this tick's script call for `registry` and
-   * `ttlMs`; every call in one batch shares its outcome (the script is atomic).
+   * Stores `text` at `key` and registers it: in a script call of its own as a tick's first call,
+   * else in the tick's call for `registry` and `ttlMs`; every call in one batch shares its outcome
+   * (the script is atomic).
    */
   write(registry: string, key: string, text: string, ttlMs: number): Promise<boolean> {
     if (!this.#inTick) {
