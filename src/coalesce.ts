@@ -2,9 +2,9 @@
  * Coalescing of the calls made in one tick on a single server: after the tick's first call, the
  * GETs of concurrent `get` calls go out as one MGET, and the writes of concurrent `set` calls to
  * one registry with one TTL as one `set_and_register` call. A hundred callers in flight then cost
- * the client and the server two commands instead of a hundred (the per-command work of the client library, about 4 µs of
- * JavaScript, is what bounds 100 concurrent callers on one connection; a script call costs the
- * server about 5 µs before its first command).
+ * the client and the server two commands instead of a hundred (the per-command work of the client
+ * library, about 4 µs of JavaScript, is what bounds 100 concurrent callers on one connection; a
+ * script call costs the server about 5 µs before its first command).
  *
  * Order is kept: calls are sent in the order they were made, consecutive calls of the same kind
  * share a command, and any other command the provider sends first flushes what is pending
