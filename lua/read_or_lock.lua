@@ -41,7 +41,9 @@ if value then
   end
 end
 
-local taken = redis.call("SET", KEYS[2], ARGV[1], "NX", "PX", tonumber(ARGV[2]))
+-- Times go to the server as the text they came as (see set_and_register.lua): a Lua number would
+-- be formatted back into text on every call.
+local taken = redis.call("SET", KEYS[2], ARGV[1], "NX", "PX", ARGV[2])
 local status
 if value then
   status = taken and 2 or 3
@@ -50,8 +52,8 @@ else
 end
 local generations = {}
 for i = 3, 4 do
-  if not redis.call("SET", KEYS[i], ARGV[4], "NX", "PX", tonumber(ARGV[5])) then
-    redis.call("PEXPIRE", KEYS[i], tonumber(ARGV[5]))
+  if not redis.call("SET", KEYS[i], ARGV[4], "NX", "PX", ARGV[5]) then
+    redis.call("PEXPIRE", KEYS[i], ARGV[5])
   end
   generations[i - 2] = redis.call("GET", KEYS[i])
 end

@@ -17,19 +17,21 @@
   Returns: the number of entries stored.
 ]]
 local registry = KEYS[1]
-local ttl = tonumber(ARGV[1])
+-- ARGV[1] goes to SET as the text it came as: a Lua number would be formatted back into text on
+-- every call, which costs more than the rest of the script's own work.
+local ttl = ARGV[1]
 
 for i = 2, #KEYS do
-  if ttl > 0 then
+  if ttl ~= "0" then
     redis.call("SET", KEYS[i], ARGV[i + 1], "PX", ttl)
   else
     redis.call("SET", KEYS[i], ARGV[i + 1])
   end
 end
-local sample = tonumber(ARGV[2]) * redis.call("SADD", registry, unpack(KEYS, 2))
+local added = redis.call("SADD", registry, unpack(KEYS, 2))
 
-if sample > 0 then
-  local members = redis.call("SRANDMEMBER", registry, sample)
+if added > 0 and ARGV[2] ~= "0" then
+  local members = redis.call("SRANDMEMBER", registry, tonumber(ARGV[2]) * added)
   -- One EXISTS over the whole sample settles the common case (all alive; SRANDMEMBER with a
   -- positive count returns distinct members); only a sample with dead members is walked.
   if #members > 0 and redis.call("EXISTS", unpack(members)) < #members then

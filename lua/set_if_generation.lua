@@ -32,9 +32,10 @@ if redis.call("GET", KEYS[3]) ~= ARGV[4] or redis.call("GET", KEYS[4]) ~= ARGV[5
 end
 
 local registry = KEYS[1]
-local ttl = tonumber(ARGV[1])
+-- The TTL goes to SET as the text it came as (see set_and_register.lua).
+local ttl = ARGV[1]
 local sample = tonumber(ARGV[2])
-if ttl > 0 then
+if ttl ~= "0" then
   redis.call("SET", KEYS[2], ARGV[3], "PX", ttl)
 else
   redis.call("SET", KEYS[2], ARGV[3])
