@@ -2,8 +2,8 @@
  * The benchmark: the library's calls against the bare ioredis / iovalkey calls, in one run, on
  * the same connection, interleaved A B A B (call by call for one caller, in short slices for
  * callers in flight) over several rounds so drift (CPU frequency, GC, other processes) hits both
- * sides alike. Ratios are library / bare, per round; the table shows
- * their median and spread (min–max over the rounds).
+ * sides alike. Ratios are library / bare, per round; the table shows their median and spread
+ * (min–max over the rounds).
  *
  * Usage:
  *   deno task bench [--quick] [--json FILE] [--rounds N] [--duration MS] [--only redis|valkey]
