@@ -38,7 +38,7 @@ const TEST_DIR = join(NPM_DIR, "test");
 /** tsc's output for the test build; only its `tests/` part is kept. */
 const STAGING_DIR = join(TOOLS_DIR, "npm-test-build");
 /** Where the Deno suite reads the Python key vectors (tests/keys_test.ts), resolved here. */
-const VECTORS = join(ROOT, "..", "shared", "vectors", "python_keys.json");
+const VECTORS = join(ROOT, "tests", "fixtures", "python_keys.json");
 
 /** `true` when `version` satisfies a caret range such as `^5.9.2` or `^0.4.0`. */
 function satisfiesCaret(version: string, range: string): boolean {

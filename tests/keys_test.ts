@@ -34,7 +34,7 @@ describe("Python vectors", () => {
     const override = process.env.PYTHON_KEYS_VECTORS;
     const url = override
       ? pathToFileURL(override)
-      : new URL("../../shared/vectors/python_keys.json", import.meta.url);
+      : new URL("./fixtures/python_keys.json", import.meta.url);
     const rows: VectorRow[] = JSON.parse(await readFile(url, "utf8"));
     assert.ok(rows.length > 50, `expected the full vector file, got ${rows.length} rows`);
     rows.forEach((row, i) => {
