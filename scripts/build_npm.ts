@@ -1,8 +1,9 @@
 /**
  * Builds the npm package in `npm/` from the same sources as the JSR one: `mod.ts` and `src/`
  * compiled by TypeScript's own compiler (from npm; dnt lives on JSR, which this project cannot
- * reach) to ESM JavaScript, `.d.ts` types and source maps, plus `lua/`, README.md, LICENSE and a
- * generated package.json. No source file is copied by hand: everything comes from the repository.
+ * reach) to ESM JavaScript, `.d.ts` types and source maps, plus `lua/`, README.md, LICENSE, a
+ * generated package.json and the generated CommonJS file `require()` finds (`REQUIRE_STUB`). No
+ * source file is copied by hand: everything comes from the repository.
  *
  * The build tools (typescript, @types/node, and ioredis / iovalkey for their types) live in
  * `.tools/` and are installed there with npm when missing. `npm/node_modules` (the client
@@ -32,6 +33,33 @@ export const ADMIN_BIN = {
   source: "scripts/cache_admin.ts",
   output: "scripts/cache_admin.js",
 } as const;
+
+/**
+ * What `require("core-lib-cache")` loads (the `require` condition of `exports`): the package is
+ * ESM-only, and without this file Node's answer is ERR_PACKAGE_PATH_NOT_EXPORTED, which names
+ * neither the cause nor the fix. It throws an error that says both, with the code
+ * ERR_REQUIRE_ESM that loaders such as ts-node and cosmiconfig take as "use import() instead".
+ */
+export const REQUIRE_STUB = {
+  output: "esm_only.cjs",
+  message:
+    `${PACKAGE_NAME} is ESM-only: use \`import { setCache } from "${PACKAGE_NAME}"\` in an ` +
+    `ES module, or \`const { setCache } = await import("${PACKAGE_NAME}")\` from CommonJS; ` +
+    "require() cannot load it.",
+} as const;
+
+/** The text of the `require` entry: a plain CommonJS file, no build step, no dependencies. */
+function requireStubSource(): string {
+  return [
+    '"use strict";',
+    `// ${PACKAGE_NAME} is an ES module package: require() ends here (package.json "exports",`,
+    '// "require" condition) to say so and how to load it.',
+    `const error = new Error(${JSON.stringify(REQUIRE_STUB.message)});`,
+    'error.code = "ERR_REQUIRE_ESM";',
+    "throw error;",
+    "",
+  ].join("\n");
+}
 
 /** The compiler, pinned to the TypeScript version Deno 2.9 bundles. */
 const TYPESCRIPT = "typescript@~6.0.3";
@@ -273,10 +301,13 @@ async function packageJson(): Promise<Record<string, unknown>> {
     description:
       "A tenant-aware cache for Redis and Valkey (ioredis / iovalkey): hashed keys, per-tenant clears by Lua scripts, faults degrade to misses. Key layout compatible with Python core_lib.cache.",
     license: deno.license ?? "MIT",
+    // The project's name as a GitHub path: the repository has no remote URL recorded yet.
+    repository: { type: "git", url: "github:core-lib/cache" },
+    bugs: { url: "https://github.com/core-lib/cache/issues" },
     keywords: ["cache", "redis", "valkey", "ioredis", "iovalkey", "multi-tenant"],
     type: "module",
     exports: {
-      ".": { types: "./mod.d.ts", import: "./mod.js" },
+      ".": { types: "./mod.d.ts", import: "./mod.js", require: `./${REQUIRE_STUB.output}` },
       "./package.json": "./package.json",
     },
     types: "./mod.d.ts",
@@ -289,6 +320,7 @@ async function packageJson(): Promise<Record<string, unknown>> {
       "lua/",
       ADMIN_BIN.output,
       `${ADMIN_BIN.output}.map`,
+      REQUIRE_STUB.output,
       "README.md",
       "LICENSE",
     ],
@@ -322,6 +354,7 @@ export async function buildNpm(): Promise<void> {
   for (const file of ["README.md", "LICENSE"]) {
     await copyFile(join(ROOT, file), join(NPM_DIR, file));
   }
+  await writeFile(join(NPM_DIR, REQUIRE_STUB.output), requireStubSource());
   await writeFile(
     join(NPM_DIR, "package.json"),
     JSON.stringify(await packageJson(), null, 2) + "\n",

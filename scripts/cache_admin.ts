@@ -20,7 +20,13 @@
 
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { hasValkeyEnv, readBackendSettings, RedisConfig, ValkeyConfig } from "../src/config.ts";
+import { backendCandidates } from "../src/backend_choice.ts";
+import {
+  readBackendSettings,
+  type RedisConfig,
+  urlHost,
+  type ValkeyConfig,
+} from "../src/config.ts";
 import { CacheConfigError, CacheDependencyError, CacheInputError } from "../src/errors.ts";
 import type { CacheLogger } from "../src/log.ts";
 import { RedisCache } from "../src/redis.ts";
@@ -38,6 +44,12 @@ import { ValkeyCache } from "../src/valkey.ts";
 const PROGRAM = "core-lib-cache-admin";
 /** Default: at most two progress lines a second. */
 const DEFAULT_PROGRESS_MS = 500;
+/**
+ * Keys per clear script call unless --batch-size says otherwise: the provider's own default
+ * (src/provider.ts), at which the benchmark's longest call stays near 3 ms. Passed explicitly,
+ * so the number `clear --help` shows is the one that runs.
+ */
+const DEFAULT_BATCH_SIZE = 500;
 /** Registries `stats` counts at the same time. */
 const STATS_CONCURRENCY = 8;
 /** PINGs timed by `health`; the median is reported. */
@@ -72,9 +84,11 @@ const COMMAND_OPTIONS: Readonly<Record<Command, readonly OptionName[]>> = {
 };
 
 const ENV_HELP = `Environment (the same variables as setCache()):
-  CACHE_BACKEND        redis, valkey or auto (default auto: valkey when VALKEY_* is set);
+  CACHE_BACKEND        redis, valkey or auto (default auto: valkey when VALKEY_* is set,
+                       reached through ioredis when iovalkey is not installed);
                        memory is refused (it lives inside one process)
-  REDIS_URL            redis://[user[:password]@]host[:port][/db], rediss:// for TLS
+  REDIS_URL            redis://[user[:password]@]host[:port][/db], rediss:// for TLS;
+                       an IPv6 host in brackets: redis://[::1]:6379/0
   REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_USERNAME, REDIS_PASSWORD, REDIS_TIMEOUT,
   REDIS_PREFIX, REDIS_TLS, REDIS_TLS_CA
                        explicit variables win over the URL
@@ -138,7 +152,7 @@ Deletes entries and prints how many keys were deleted. Asks no questions.
   --scope global            the entries stored without a tenant
   --scope company           one tenant's entries; needs --company-id ID
   --company-id ID           the tenant id, exactly as the application passes it
-  --batch-size N            keys deleted per script call (default 1000): smaller batches
+  --batch-size N            keys deleted per script call (default ${DEFAULT_BATCH_SIZE}): smaller batches
                             block the server for less time each
   --progress-interval MS    a long clear prints a progress line (keys deleted so far, rate)
                             to stderr at most every MS milliseconds (default ${DEFAULT_PROGRESS_MS};
@@ -167,7 +181,7 @@ interface Invocation {
   json: boolean;
   scope?: Scope;
   companyId?: string;
-  batchSize?: number;
+  batchSize: number;
   progressMs: number;
 }
 
@@ -255,6 +269,7 @@ function parse(args: string[]): Parsed {
   const invocation: Invocation = {
     command,
     json: values.json === true,
+    batchSize: DEFAULT_BATCH_SIZE,
     progressMs: DEFAULT_PROGRESS_MS,
   };
   if (command === "clear") {
@@ -385,31 +400,29 @@ class Unreachable extends Error {
 }
 
 /**
- * Builds the provider the environment selects (as `setCache()` does, minus `memory`) and
- * connects it. Under `auto`, a client library that cannot be loaded hands over to the other one.
+ * Builds the provider the environment selects and connects it: the candidates and their configs
+ * are `setCache()`'s own (src/backend_choice.ts), minus `memory`, so the CLI reaches the server
+ * an application with the same variables reaches. Under `auto`, a client library that cannot be
+ * loaded hands over to the other one, still connecting where the variables point.
  */
 async function connectProvider(
   env: EnvRecord,
   logger: CacheLogger,
-  clearBatchSize: number | undefined,
+  clearBatchSize: number,
 ): Promise<{ provider: Provider; backend: "redis" | "valkey" }> {
-  const { backend } = readBackendSettings(env);
-  if (backend === "memory") {
+  if (readBackendSettings(env).backend === "memory") {
     throw new CacheConfigError(
       "CACHE_BACKEND=memory: the in-process cache has nothing to administer from outside; " +
         "set CACHE_BACKEND to redis, valkey or auto and point REDIS_* / VALKEY_* at the server",
     );
   }
-  const candidates: ("redis" | "valkey")[] = backend !== "auto"
-    ? [backend]
-    : hasValkeyEnv(env)
-    ? ["valkey", "redis"]
-    : ["redis", "valkey"];
+  const candidates = backendCandidates(env);
   let missing: CacheDependencyError | undefined;
-  for (const [index, kind] of candidates.entries()) {
+  for (const [index, { kind, config }] of candidates.entries()) {
+    if (kind === "memory") throw new Error("unreachable: memory was refused above");
     const provider = kind === "valkey"
-      ? new ValkeyCache({ config: ValkeyConfig.fromEnv(env), logger, clearBatchSize })
-      : new RedisCache({ config: RedisConfig.fromEnv(env), logger, clearBatchSize });
+      ? new ValkeyCache({ config: config as ValkeyConfig, logger, clearBatchSize })
+      : new RedisCache({ config, logger, clearBatchSize });
     let connected: boolean;
     try {
       connected = await provider.connect();
@@ -651,11 +664,11 @@ function printable(text: string): string {
  */
 function address(config: RedisConfig): string {
   const user = config.username === undefined ? "" : `${encodeURIComponent(config.username)}@`;
+  const scheme = config.tls ? "rediss" : "redis";
   if (config.mode === "cluster") {
-    return `${config.tls ? "rediss" : "redis"}://${user}${config.clusterNodes.join(",")} (cluster)`;
+    return `${scheme}://${user}${config.clusterNodes.join(",")} (cluster)`;
   }
-  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
-  return `${config.tls ? "rediss" : "redis"}://${user}${host}:${config.port}/${config.db}`;
+  return `${scheme}://${user}${urlHost(config.host)}:${config.port}/${config.db}`;
 }
 
 /** The `field:value` lines of an INFO reply. */

@@ -11,7 +11,11 @@
  *    through ioredis.
  * 5. Type-check a TypeScript consumer of the installed package (`exports` → `types`).
  * 6. Run the admin CLI bin: `npx core-lib-cache-admin --help`, then `health`, `stats` and
- *    `clear --scope all` through `node_modules/.bin/core-lib-cache-admin` against the server.
+ *    `clear --scope all` through `node_modules/.bin/core-lib-cache-admin` against the server;
+ *    `health` again configured by VALKEY_* only (no iovalkey): it must go where `setCache()`
+ *    goes, the server VALKEY_* names, through ioredis.
+ * 7. `require("core-lib-cache")` from CommonJS: an error that says the package is ESM-only and
+ *    how to import it (not ERR_PACKAGE_PATH_NOT_EXPORTED); `import()` from CommonJS works.
  *
  * Everything happens in a temp dir that is removed afterwards, as is the server.
  *
@@ -22,7 +26,7 @@ import { copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { entryKey, hashInput } from "../src/keys.ts";
-import { startServer, type TestServer } from "../tests/harness.ts";
+import { freePort, startServer, type TestServer } from "../tests/harness.ts";
 import {
   ADMIN_BIN,
   capture,
@@ -30,6 +34,7 @@ import {
   NPM_DIR,
   PACKAGE_NAME,
   peerRanges,
+  REQUIRE_STUB,
   ROOT,
   run,
   tscPath,
@@ -57,6 +62,7 @@ const REQUIRED = [
   "lua/prune_registry.lua",
   "lua/count_live_members.lua",
   ADMIN_BIN.output,
+  REQUIRE_STUB.output,
 ];
 
 function check(condition: unknown, message: string): asserts condition {
@@ -244,6 +250,47 @@ async function adminBin(app: string, server: TestServer, env: Record<string, str
     `ok   ${ADMIN_BIN.name} stats (tenant acme: ${acme.live} live), ${clear.out.trim()}, ` +
       "exit 1 when unreachable",
   );
+
+  // Only ioredis is installed: VALKEY_* still names the server, as it does for setCache()
+  // (AUTO_CHECK). REDIS_PORT points where nothing listens, so reading REDIS_* instead fails.
+  const valkeyEnv = {
+    VALKEY_HOST: server.host,
+    VALKEY_PORT: String(server.port),
+    VALKEY_PASSWORD: decodeURIComponent(new URL(server.url).password),
+    REDIS_PORT: String(await freePort()),
+    REDIS_TIMEOUT: "2",
+  };
+  const viaValkeyEnv = await exec(bin, app, ["health"], valkeyEnv);
+  const address = `redis://${server.host}:${server.port}/0`;
+  check(
+    viaValkeyEnv.code === 0 && viaValkeyEnv.out.includes(` at ${address} `) &&
+      viaValkeyEnv.out.includes("client ioredis"),
+    `${ADMIN_BIN.name} health with VALKEY_* and no iovalkey:\n${viaValkeyEnv.out}`,
+  );
+  console.log(`ok   ${ADMIN_BIN.name} health with VALKEY_* and no iovalkey: ${address}`);
+}
+
+/** `require()` of the ESM-only package: a clear error, and `import()` from CommonJS works. */
+async function commonJs(app: string): Promise<void> {
+  const required = await node(app, ["-e", `require(${JSON.stringify(PACKAGE_NAME)})`]);
+  check(
+    required.code !== 0 && required.out.includes(REQUIRE_STUB.message) &&
+      required.out.includes("ERR_REQUIRE_ESM") &&
+      !required.out.includes("ERR_PACKAGE_PATH_NOT_EXPORTED"),
+    `require("${PACKAGE_NAME}") should fail saying the package is ESM-only:\n${required.out}`,
+  );
+  const imported = await node(app, [
+    "-e",
+    `import(${JSON.stringify(PACKAGE_NAME)}).then((m) => console.log(typeof m.setCache))`,
+  ]);
+  check(
+    imported.code === 0 && imported.out.trim() === "function",
+    `import("${PACKAGE_NAME}") from CommonJS:\n${imported.out}`,
+  );
+  console.log(
+    `ok   require("${PACKAGE_NAME}") says: ${REQUIRE_STUB.message.split(":")[0]}; ` +
+      "import() from CommonJS loads it",
+  );
 }
 
 async function main(): Promise<void> {
@@ -334,6 +381,7 @@ async function main(): Promise<void> {
     console.log("ok   a TypeScript consumer type-checks against the installed types (NodeNext)");
 
     await adminBin(app, server, env);
+    await commonJs(app);
     console.log(`smoke test passed; tarball ${packed.filename}: ${packed.size} bytes`);
   } finally {
     await server?.stop();

@@ -230,7 +230,7 @@ const BOOLEAN_FORM = "true/false, 1/0, yes/no or on/off (any case)";
 const HIDDEN = "***";
 
 const EXPECTED: Readonly<Record<FieldName, string>> = {
-  host: "a non-empty host name or IP address",
+  host: 'a non-empty host name or IP address (IPv6 bare or in brackets: "::1" or "[::1]")',
   port: "an integer from 1 to 65535",
   db: "an integer >= 0 (the database index)",
   clusterNodes: 'a comma-separated list of host:port seeds, e.g. "10.0.0.1:7000,10.0.0.2:7000"',
@@ -285,6 +285,7 @@ function checkField(field: FieldName, value: unknown, label: string, shown: stri
       }
       return value;
     case "host":
+      return parseHost(value, fail);
     case "tlsCa":
       if (typeof value !== "string" || value.trim() === "") throw fail();
       return value;
@@ -572,8 +573,32 @@ function resolveEnv(env: EnvRecord, prefixes: readonly string[]): RedisConfigOpt
   return options as RedisConfigOptions;
 }
 
-/** A host as it appears in a URL: IPv6 addresses in brackets. */
-function urlHost(host: string): string {
+/** An IPv6 address in brackets, as a URL writes it (`[::1]`, `[fe80::1%eth0]`). */
+const BRACKETED_IPV6 = /^\[([0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?:%[^\s\[\]]+)?)\]$/;
+
+/**
+ * Checks a host and returns it as the client libraries take it: an IPv6 address written in
+ * brackets as in a URL (`[::1]`, what `REDIS_HOST` often holds when copied from one) loses its
+ * brackets, since ioredis / iovalkey would resolve `[::1]` as a host name and fail with
+ * ENOTFOUND. Any other bracket is a typo and refused.
+ */
+function parseHost(value: unknown, fail: () => CacheConfigError): string {
+  if (typeof value !== "string" || value.trim() === "") throw fail();
+  const bracketed = BRACKETED_IPV6.exec(value);
+  if (bracketed) return bracketed[1];
+  if (/[\[\]]/.test(value)) throw fail();
+  return value;
+}
+
+/**
+ * A host as it appears in a URL or a `host:port` pair: an IPv6 address in brackets, exactly
+ * once (config hosts never hold brackets, see `parseHost`). Used wherever an address is shown:
+ * `RedisConfig#toString`, the providers' log lines and the admin CLI.
+ *
+ * @param host A config's host.
+ * @returns The host, bracketed when it is an IPv6 address.
+ */
+export function urlHost(host: string): string {
   return host.includes(":") ? `[${host}]` : host;
 }
 

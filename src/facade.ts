@@ -5,14 +5,9 @@
  * @module
  */
 
-import {
-  type BackendName,
-  hasValkeyEnv,
-  readBackendSettings,
-  RedisConfig,
-  ValkeyConfig,
-} from "./config.ts";
-import { CacheConfigError, CacheDependencyError, CacheInputError } from "./errors.ts";
+import { backendCandidates } from "./backend_choice.ts";
+import { type BackendName, readBackendSettings, RedisConfig, ValkeyConfig } from "./config.ts";
+import { CacheDependencyError, CacheInputError } from "./errors.ts";
 import { type CacheLogger, FaultLog } from "./log.ts";
 import { MemoryCache } from "./memory.ts";
 import { RedisCache } from "./redis.ts";
@@ -134,25 +129,14 @@ async function install(options: SetCacheOptions): Promise<boolean> {
   const env = options.env ?? readEnv();
   const settings = readBackendSettings(env);
   if (!settings.enabled) return false;
-  const requested = options.provider ?? settings.backend;
-  if (!["redis", "valkey", "memory", "auto"].includes(requested)) {
-    throw new CacheConfigError(
-      `Invalid provider "${requested}": use "redis", "valkey", "memory" or "auto"`,
-    );
-  }
-  const valkeyEnv = hasValkeyEnv(env);
-  const candidates: Exclude<BackendName, "auto">[] = requested !== "auto"
-    ? [requested as Exclude<BackendName, "auto">]
-    : valkeyEnv
-    ? ["valkey", "redis"]
-    : ["redis", "valkey"];
-  // Under `auto` the variables pick the server, the installed package only the client: a Valkey
-  // configured by VALKEY_* is still reached through ioredis when iovalkey is not installed.
-  const autoConfig = requested === "auto" && !options.config && valkeyEnv
-    ? ValkeyConfig.fromEnv(env)
-    : undefined;
-  for (const [index, kind] of candidates.entries()) {
-    const backend = createBackend(kind, { ...options, config: options.config ?? autoConfig }, env);
+  // The same resolution as the admin CLI's (src/backend_choice.ts): under `auto` the variables
+  // pick the server, the installed package only the client.
+  const candidates = backendCandidates(env, {
+    provider: options.provider ?? settings.backend,
+    config: options.config,
+  });
+  for (const [index, { kind, config }] of candidates.entries()) {
+    const backend = createBackend(kind, { ...options, config }, env);
     let connected: boolean;
     try {
       connected = await backend.connect();

@@ -7,7 +7,7 @@
  */
 
 import { isIP } from "node:net";
-import type { RedisConfig } from "./config.ts";
+import { type RedisConfig, urlHost } from "./config.ts";
 import { CacheConfigError, CacheDependencyError, CacheInputError } from "./errors.ts";
 import { faultCause } from "./faults.ts";
 import {
@@ -1024,7 +1024,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
 
   #where(): string {
     if (this.#layout.clustered) return `cluster ${this.config.clusterNodes.join(",")}`;
-    return `${this.config.host}:${this.config.port}/${this.config.db}`;
+    // `[::1]:6379/0`: a bare IPv6 host would run into its port.
+    return `${urlHost(this.config.host)}:${this.config.port}/${this.config.db}`;
   }
 
   async #loadClient<C>(load: () => Promise<C>): Promise<C> {

@@ -9,8 +9,11 @@
 
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
-import { fileURLToPath } from "node:url";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { entryKey, hashInput, registryKey } from "../src/keys.ts";
 import { freePort, startServer, type TestServer } from "./harness.ts";
 import {
@@ -37,16 +40,17 @@ const PASSWORD = "s3cret-Pa55word";
 
 /**
  * Runs the CLI with `args` and exactly `env` (plus the runtime's own variables); `onStderr` sees
- * stderr as it arrives.
+ * stderr as it arrives; `runtimeArgs` go to `deno run` / `node` before the script.
  */
 function admin(
   args: string[],
   env: Record<string, string> = {},
   onStderr?: (stderrSoFar: string) => void,
+  runtimeArgs: string[] = [],
 ): Promise<ProcessRun> {
   const argv = IS_DENO
-    ? ["run", "--allow-net", "--allow-env", "--allow-read", CLI, ...args]
-    : [CLI, ...args];
+    ? ["run", "--allow-net", "--allow-env", "--allow-read", ...runtimeArgs, CLI, ...args]
+    : [...runtimeArgs, CLI, ...args];
   return runProcess(argv, {
     cwd: ROOT,
     env: { ...runtimeEnv(), ...env },
@@ -69,6 +73,61 @@ function serverEnv(server: TestServer, extra: Record<string, string> = {}): Reco
 function envName(server: TestServer | { kind: string }, suffix: string): string {
   return `${server.kind === "redis" ? "REDIS" : "VALKEY"}_${suffix}`;
 }
+
+/**
+ * Runtime arguments under which the CLI cannot load iovalkey, as for a Node user who installed
+ * only ioredis: under Deno an import map that keeps deno.json's ioredis and maps iovalkey to a
+ * module that throws; under Node a resolve hook that reports iovalkey as not found. Files go to
+ * `dir`.
+ */
+async function withoutIovalkey(dir: string): Promise<string[]> {
+  if (IS_DENO) {
+    const { imports } = JSON.parse(await readFile(VERSION_FILE, "utf8"));
+    const map = join(dir, "import_map.json");
+    const missing = "data:text/javascript,throw new Error('iovalkey is not installed (test)')";
+    await writeFile(map, JSON.stringify({ imports: { ...imports, iovalkey: missing } }));
+    return ["--import-map", map];
+  }
+  const hooks = join(dir, "hooks.mjs");
+  await writeFile(
+    hooks,
+    `export async function resolve(specifier, context, next) {
+  if (specifier === "iovalkey") {
+    const error = new Error("Cannot find package 'iovalkey' (hidden by the test)");
+    error.code = "ERR_MODULE_NOT_FOUND";
+    throw error;
+  }
+  return next(specifier, context);
+}
+`,
+  );
+  const register = join(dir, "register.mjs");
+  await writeFile(
+    register,
+    `import { register } from "node:module";\nregister(${
+      JSON.stringify(pathToFileURL(hooks).href)
+    });\n`,
+  );
+  return ["--import", pathToFileURL(register).href];
+}
+
+/** Whether this machine has an IPv6 loopback to listen on. */
+async function hasIpv6Loopback(): Promise<boolean> {
+  const probe = createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      probe.once("error", reject);
+      probe.listen(0, "::1", () => resolve());
+    });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    probe.close();
+  }
+}
+
+const IPV6 = await hasIpv6Loopback();
 
 /** Progress lines of a clear on stderr: the running counts. */
 function progressCounts(stderr: string): number[] {
@@ -145,6 +204,31 @@ describe("admin CLI without a server", () => {
       const run = await admin(["health"], env);
       assert.equal(run.code, 2, `${JSON.stringify(env)}: ${show(run)}`);
       assert.match(run.stderr, reason, show(run));
+    }
+  });
+
+  it("shows an IPv6 host of REDIS_HOST / VALKEY_HOST in brackets once, also in fault lines", async () => {
+    const port = await freePort();
+    for (const prefix of ["REDIS", "VALKEY"]) {
+      for (const host of ["[::1]", "::1"]) {
+        const env = { [`${prefix}_HOST`]: host, [`${prefix}_PORT`]: String(port) };
+        const run = await admin(["health"], { ...env, [`${prefix}_TIMEOUT`]: "1" });
+        const output = `${run.stdout}${run.stderr}`;
+        assert.equal(run.code, 1, `${prefix}_HOST=${host}: ${show(run)}`);
+        assert.match(
+          run.stderr,
+          /^core-lib-cache-admin: cannot reach the \w+ server at /,
+          show(run),
+        );
+        assert.ok(run.stderr.includes(`server at redis://[::1]:${port}/0 `), show(run));
+        // The provider's own fault line (an indented line below) names it the same way.
+        assert.ok(run.stderr.includes(` at [::1]:${port}/0`), show(run));
+        assert.ok(!output.includes("[["), show(run));
+        assert.ok(!output.includes("ENOTFOUND"), show(run));
+        if (host === "::1") continue;
+        const json = await admin(["health", "--json"], { ...env, [`${prefix}_TIMEOUT`]: "1" });
+        assert.equal(JSON.parse(json.stdout).address, `redis://[::1]:${port}/0`, show(json));
+      }
     }
   });
 });
@@ -239,6 +323,74 @@ for (const kind of KINDS) {
         assert.ok(!`${wrong.stdout}${wrong.stderr}`.includes(PASSWORD), show(wrong));
       } finally {
         await secured.stop();
+      }
+    });
+
+    it("health: VALKEY_* alone names the server, also when only ioredis can be loaded", async () => {
+      // As setCache() does: under auto, VALKEY_* picks the server whichever client package
+      // loads. REDIS_PORT points where nothing listens, so reading REDIS_* instead exits 1.
+      const url = new URL(server.url);
+      const env: Record<string, string> = {
+        VALKEY_HOST: url.hostname,
+        VALKEY_PORT: url.port,
+        REDIS_PORT: String(await freePort()),
+        REDIS_TIMEOUT: "2",
+      };
+      if (url.password) env.VALKEY_PASSWORD = decodeURIComponent(url.password);
+      const address = `redis://${url.hostname}:${url.port}/0`;
+      const both = await admin(["health"], env);
+      assert.equal(both.code, 0, show(both));
+      assert.ok(both.stdout.includes(` at ${address} `), show(both));
+      assert.ok(both.stdout.includes("client iovalkey"), show(both));
+
+      const dir = await mkdtemp(join(tmpdir(), "cache-admin-no-iovalkey-"));
+      try {
+        const runtimeArgs = await withoutIovalkey(dir);
+        const run = await admin(["health"], env, undefined, runtimeArgs);
+        assert.equal(run.code, 0, show(run));
+        assert.ok(run.stdout.startsWith(`healthy: ${kind} `), show(run));
+        assert.ok(run.stdout.includes(` at ${address} `), show(run));
+        assert.ok(run.stdout.includes("client ioredis"), show(run));
+        const json = JSON.parse(
+          (await admin(["health", "--json"], env, undefined, runtimeArgs)).stdout,
+        );
+        assert.deepEqual([json.ok, json.backend, json.address], [true, "redis", address]);
+        // CACHE_BACKEND=valkey asks for iovalkey itself: a usage error that names the package.
+        const valkey = await admin(
+          ["health"],
+          { ...env, CACHE_BACKEND: "valkey" },
+          undefined,
+          runtimeArgs,
+        );
+        assert.equal(valkey.code, 2, show(valkey));
+        assert.match(valkey.stderr, /npm install iovalkey/, show(valkey));
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+
+    it("health: an IPv6 server reached through [::1] in the host variable or the URL", async (t) => {
+      if (server.external || !IPV6) return t.skip("needs an IPv6 loopback and a started server");
+      // Appended after the harness's own `--bind 127.0.0.1`: the last bind wins.
+      const v6 = await startServer(kind, { args: ["--bind", "127.0.0.1", "::1"] });
+      try {
+        const address = `redis://[::1]:${v6.port}/0`;
+        const envs = [
+          { [envName(v6, "HOST")]: "[::1]", [envName(v6, "PORT")]: String(v6.port) },
+          { [envName(v6, "HOST")]: "::1", [envName(v6, "PORT")]: String(v6.port) },
+          { [envName(v6, "URL")]: address },
+        ];
+        for (const env of envs) {
+          const run = await admin(["health"], env);
+          assert.equal(run.code, 0, `${JSON.stringify(env)}: ${show(run)}`);
+          assert.ok(run.stdout.includes(` at ${address} `), show(run));
+          assert.ok(!run.stdout.includes("[["), show(run));
+          const stats = await admin(["stats"], env);
+          assert.equal(stats.code, 0, show(stats));
+          assert.ok(stats.stdout.startsWith(`prefix "cache:" at ${address}\n`), show(stats));
+        }
+      } finally {
+        await v6.stop();
       }
     });
 
@@ -407,6 +559,25 @@ for (const kind of KINDS) {
       for (let i = 1; i < lines.length; i++) assert.ok(lines[i] > lines[i - 1]);
       assert.ok(lines.every((count) => count > 0 && count < 20_000));
       assert.equal(await server.cli("DBSIZE"), "0");
+    });
+
+    it("clear: --help states the batch size a clear without --batch-size runs with", async () => {
+      const help = await admin(["clear", "--help"]);
+      const match = help.stdout.match(
+        /--batch-size N +keys deleted per script call \(default (\d+)\)/,
+      );
+      assert.ok(match, help.stdout);
+      const batch = Number(match[1]);
+      // Two and a half batches: full batches, then the rest.
+      const total = batch * 2 + Math.floor(batch / 2);
+      const entries: [number, number][] = Array.from({ length: total }, (_, i) => [i, i]);
+      assert.equal(await cache.setMany(entries, { companyId: "t" }), true);
+      const run = await admin(
+        ["clear", "--scope", "company", "--company-id", "t", "--progress-interval", "0"],
+        serverEnv(server),
+      );
+      assert.equal(run.code, 0, show(run));
+      assert.deepEqual(progressCounts(run.stderr), [batch, 2 * batch, total], show(run));
     });
 
     it("clear: a server killed mid-clear ends it with exit 1 and the count so far", async (t) => {

@@ -1,15 +1,23 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { createServer } from "node:net";
+import { after, before, describe, it } from "node:test";
 import { inspect } from "node:util";
+import { backendCandidates } from "../src/backend_choice.ts";
 import {
   type BackendName,
   hasValkeyEnv,
   readBackendSettings,
   RedisConfig,
+  urlHost,
   ValkeyConfig,
 } from "../src/config.ts";
 import { CacheConfigError } from "../src/errors.ts";
+import { entryKey, hashInput } from "../src/keys.ts";
+import { RedisCache } from "../src/redis.ts";
 import type { EnvRecord } from "../src/runtime.ts";
+import { ValkeyCache } from "../src/valkey.ts";
+import { collectingLogger, KINDS } from "./_helpers.ts";
+import { freePort, startServer, type TestServer } from "./harness.ts";
 
 /** `Deno.inspect` on Deno; under Node (the npm build's run) only `util.inspect` is checked. */
 const denoInspect = (globalThis as {
@@ -772,3 +780,195 @@ describe("hasValkeyEnv", () => {
     assert.equal(hasValkeyEnv({ VALKEY_EXTRA_FLAGS: "--save ''" }), false);
   });
 });
+
+describe("IPv6 hosts", () => {
+  it("REDIS_HOST / VALKEY_HOST and the host option take an IPv6 address bare or in brackets", () => {
+    for (const host of ["::1", "[::1]", " [::1] "]) {
+      assert.equal(RedisConfig.fromEnv({ REDIS_HOST: host }).host, "::1", host);
+      assert.equal(ValkeyConfig.fromEnv({ VALKEY_HOST: host }).host, "::1", host);
+      assert.equal(ValkeyConfig.fromEnv({ REDIS_HOST: host }).host, "::1", host);
+    }
+    assert.equal(new RedisConfig({ host: "[::1]" }).host, "::1");
+    assert.equal(new RedisConfig({ host: "[fe80::1%eth0]" }).host, "fe80::1%eth0");
+    assert.equal(new RedisConfig({ host: "[::ffff:127.0.0.1]" }).host, "::ffff:127.0.0.1");
+    assert.equal(new RedisConfig({ host: "2001:db8::5" }).host, "2001:db8::5");
+  });
+
+  it("shows an IPv6 host in brackets exactly once", () => {
+    const expected = "RedisConfig(redis://[::1]:6390/2)";
+    assert.equal(
+      String(RedisConfig.fromEnv({ REDIS_HOST: "[::1]", REDIS_PORT: "6390", REDIS_DB: "2" })),
+      expected,
+    );
+    assert.equal(String(new RedisConfig({ host: "::1", port: 6390, db: 2 })), expected);
+    assert.equal(String(new RedisConfig({ url: "redis://[::1]:6390/2" })), expected);
+    assert.equal(
+      String(ValkeyConfig.fromEnv({ VALKEY_HOST: "[::1]" })),
+      "ValkeyConfig(redis://[::1]:6379/0)",
+    );
+    // Cluster mode without seeds: the host and port are the one seed.
+    assert.deepEqual(new RedisConfig({ host: "[::1]", mode: "cluster" }).clusterNodes, [
+      "[::1]:6379",
+    ]);
+    assert.equal(urlHost("::1"), "[::1]");
+    assert.equal(urlHost("10.0.0.5"), "10.0.0.5");
+    assert.equal(urlHost("cache.internal"), "cache.internal");
+  });
+
+  for (const host of ["[::1", "::1]", "[cache.internal]", "[10.0.0.5]", "[]", "[[::1]]"]) {
+    it(`rejects the host ${JSON.stringify(host)} naming the variable and the form`, () => {
+      assertConfigError(() => RedisConfig.fromEnv({ REDIS_HOST: host }), "REDIS_HOST", "[::1]");
+      assertConfigError(() => ValkeyConfig.fromEnv({ VALKEY_HOST: host }), "VALKEY_HOST");
+      assertConfigError(() => new RedisConfig({ host }), `"host"`);
+    });
+  }
+});
+
+describe("backendCandidates (the choice setCache() and the admin CLI share)", () => {
+  const view = (env: EnvRecord, options?: Parameters<typeof backendCandidates>[1]) =>
+    backendCandidates(env, options).map(({ kind, config }) => ({
+      kind,
+      config: String(config),
+    }));
+
+  it("auto with VALKEY_* set: Valkey first, then ioredis, both where VALKEY_* points", () => {
+    const env = { VALKEY_HOST: "127.0.0.1", VALKEY_PORT: "7001", REDIS_PORT: "7002" };
+    const candidates = backendCandidates(env);
+    assert.deepEqual(candidates.map((c) => c.kind), ["valkey", "redis"]);
+    for (const { config } of candidates) {
+      assert.ok(config instanceof ValkeyConfig);
+      assert.equal(config.host, "127.0.0.1");
+      assert.equal(config.port, 7001);
+    }
+    assert.deepEqual(view({ ...env, CACHE_BACKEND: "auto" }), view(env));
+  });
+
+  it("auto without VALKEY_*: Redis first, then iovalkey, both where REDIS_* points", () => {
+    const candidates = backendCandidates({ REDIS_HOST: "[::1]", REDIS_PORT: "7002" });
+    assert.deepEqual(candidates.map((c) => c.kind), ["redis", "valkey"]);
+    assert.ok(!(candidates[0].config instanceof ValkeyConfig));
+    assert.ok(candidates[1].config instanceof ValkeyConfig);
+    for (const { config } of candidates) {
+      assert.equal(config.host, "::1");
+      assert.equal(config.port, 7002);
+    }
+  });
+
+  it("an explicit provider is the only candidate and reads its own variables", () => {
+    const env = { VALKEY_PORT: "7001", REDIS_PORT: "7002" };
+    assert.deepEqual(view({ ...env, CACHE_BACKEND: "redis" }), [
+      { kind: "redis", config: "RedisConfig(redis://localhost:7002/0)" },
+    ]);
+    assert.deepEqual(view(env, { provider: "redis" }), view({ ...env, CACHE_BACKEND: "redis" }));
+    assert.deepEqual(view(env, { provider: "valkey" }), [
+      { kind: "valkey", config: "ValkeyConfig(redis://localhost:7001/0)" },
+    ]);
+    // The option wins over CACHE_BACKEND, as setCache({ provider }) does.
+    assert.deepEqual(
+      view({ ...env, CACHE_BACKEND: "valkey" }, { provider: "memory" }).map((c) => c.kind),
+      ["memory"],
+    );
+  });
+
+  it("a config given by the caller is every candidate's", () => {
+    const config = new RedisConfig({ port: 7003 });
+    for (const provider of ["auto", "redis", "valkey"] as const) {
+      for (const candidate of backendCandidates({ VALKEY_PORT: "7001" }, { provider, config })) {
+        assert.equal(candidate.config, config, provider);
+      }
+    }
+  });
+
+  it("rejects an unknown provider and a malformed variable", () => {
+    assertConfigError(
+      () => backendCandidates({}, { provider: "mongo" as BackendName }),
+      'Invalid provider "mongo"',
+    );
+    assertConfigError(() => backendCandidates({ CACHE_BACKEND: "mongo" }), "CACHE_BACKEND");
+    assertConfigError(() => backendCandidates({ VALKEY_PORT: "abc" }), "VALKEY_PORT");
+  });
+});
+
+/** Whether this machine has an IPv6 loopback to listen on. */
+async function hasIpv6Loopback(): Promise<boolean> {
+  const server = createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(0, "::1", () => resolve());
+    });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    server.close();
+  }
+}
+
+const IPV6 = await hasIpv6Loopback();
+
+for (const kind of KINDS) {
+  describe(
+    `${kind} server on the IPv6 loopback`,
+    { skip: !IPV6 && "no IPv6 loopback here" },
+    () => {
+      let server: TestServer;
+      const Cache = kind === "redis" ? RedisCache : ValkeyCache;
+      const Config = kind === "redis" ? RedisConfig : ValkeyConfig;
+      const prefix = kind === "redis" ? "REDIS" : "VALKEY";
+
+      before(async () => {
+        // Appended after the harness's own `--bind 127.0.0.1`: the last bind wins.
+        server = await startServer(kind, { args: ["--bind", "127.0.0.1", "::1"] });
+      });
+      after(async () => {
+        await server?.stop();
+      });
+
+      it("is reached through [::1] in the host variable, the host option and the URL", async (t) => {
+        if (server.external) return t.skip("needs a server the harness starts on ::1");
+        const configs = [
+          Config.fromEnv({ [`${prefix}_HOST`]: "[::1]", [`${prefix}_PORT`]: String(server.port) }),
+          Config.fromEnv({ [`${prefix}_HOST`]: "::1", [`${prefix}_PORT`]: String(server.port) }),
+          new Config({ host: "[::1]", port: server.port }),
+          Config.fromEnv({ [`${prefix}_URL`]: `redis://[::1]:${server.port}/0` }),
+        ];
+        for (const [index, config] of configs.entries()) {
+          const logger = collectingLogger();
+          const cache = new Cache({ config: config as ValkeyConfig, logger });
+          try {
+            assert.equal(await cache.connect(), true, `${config}: ${logger.lines.join("\n")}`);
+            assert.equal(await cache.set(`v6-${index}`, index), true);
+            assert.equal(await cache.get(`v6-${index}`), index);
+          } finally {
+            await cache.close();
+          }
+          assert.deepEqual(logger.lines, []);
+        }
+        assert.equal(await server.cli("GET", entryKey("cache:", "", hashInput("v6-3"))), "3");
+      });
+
+      it("names [::1]:port (brackets once) when it cannot connect there", async () => {
+        const port = await freePort();
+        const logger = collectingLogger();
+        const cache = new Cache({
+          config: Config.fromEnv({
+            [`${prefix}_HOST`]: "[::1]",
+            [`${prefix}_PORT`]: String(port),
+            [`${prefix}_TIMEOUT`]: "1",
+          }) as ValkeyConfig,
+          logger,
+        });
+        try {
+          assert.equal(await cache.connect(), false);
+        } finally {
+          await cache.close();
+        }
+        const text = logger.lines.join("\n");
+        assert.ok(text.includes(`[::1]:${port}/0`), text);
+        assert.ok(!text.includes("[["), text);
+        assert.ok(!text.includes("ENOTFOUND"), text);
+      });
+    },
+  );
+}
