@@ -8,6 +8,7 @@
 import { backendCandidates } from "./backend_choice.ts";
 import { type BackendName, readBackendSettings, RedisConfig, ValkeyConfig } from "./config.ts";
 import { CacheDependencyError, CacheInputError } from "./errors.ts";
+import { inputList } from "./batch.ts";
 import { type CacheLogger, FaultLog } from "./log.ts";
 import { MemoryCache } from "./memory.ts";
 import { RedisCache } from "./redis.ts";
@@ -88,6 +89,10 @@ export interface SetCacheOptions {
 let current: CacheBackend | null = null;
 let installing: Promise<boolean> | null = null;
 let lazySetup: Promise<void> | null = null;
+/** The provider a `setCache()` in flight is connecting, so `closeCache()` can close it too. */
+let connecting: CacheBackend | null = null;
+/** Bumped by every `closeCache()`: a set-up that started before it must not install. */
+let epoch = 0;
 const facadeLog = new FaultLog();
 
 /**
@@ -117,7 +122,10 @@ const facadeLog = new FaultLog();
 export function setCache(options: SetCacheOptions = {}): Promise<boolean> {
   if (current) return Promise.resolve(true);
   if (!installing) {
-    installing = install(options).finally(() => installing = null);
+    const promise: Promise<boolean> = install(options).finally(() => {
+      if (installing === promise) installing = null;
+    });
+    installing = promise;
     // An explicit set-up, whatever its outcome (disabled, unreachable, bad config), is the
     // process's set-up: facade calls must not start another one from the environment.
     lazySetup ??= installing.then(() => undefined, () => undefined);
@@ -135,8 +143,11 @@ async function install(options: SetCacheOptions): Promise<boolean> {
     provider: options.provider ?? settings.backend,
     config: options.config,
   });
+  const started = epoch;
   for (const [index, { kind, config }] of candidates.entries()) {
+    if (epoch !== started) return false;
     const backend = createBackend(kind, { ...options, config }, env);
+    connecting = backend;
     let connected: boolean;
     try {
       connected = await backend.connect();
@@ -144,6 +155,14 @@ async function install(options: SetCacheOptions): Promise<boolean> {
       // Under `auto`, a client library that cannot be loaded hands over to the other one.
       if (error instanceof CacheDependencyError && index < candidates.length - 1) continue;
       throw error;
+    } finally {
+      if (connecting === backend) connecting = null;
+    }
+    // A closeCache() while this connected has closed the backend already: installing it now
+    // would bring back a cache the caller closed, with a connection that keeps the process alive.
+    if (epoch !== started) {
+      await backend.close();
+      return false;
     }
     current = backend;
     return connected;
@@ -356,10 +375,16 @@ export function cacheExists(input: unknown, options?: EntryOptions): Promise<boo
  * ```
  */
 export function cacheGetMany<T = unknown>(
-  inputs: readonly unknown[],
+  inputs: Iterable<unknown>,
   options?: EntryOptions,
 ): Promise<(T | null)[]> {
-  return withBackend((backend) => backend.getMany<T>(inputs, options), inputs.map(() => null));
+  let list: readonly unknown[];
+  try {
+    list = inputList(inputs);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  return withBackend((backend) => backend.getMany<T>(list, options), list.map(() => null));
 }
 
 /**
@@ -381,7 +406,7 @@ export function cacheGetMany<T = unknown>(
  * ```
  */
 export function cacheSetMany(
-  entries: readonly (readonly [unknown, unknown])[],
+  entries: Iterable<readonly [unknown, unknown]>,
   options?: SetOptions,
 ): Promise<boolean> {
   return withBackend((backend) => backend.setMany(entries, options), false);
@@ -582,8 +607,15 @@ export function cacheStats(): CacheStats {
  * ```
  */
 export async function closeCache(): Promise<void> {
+  epoch++;
   const backend = current;
+  const pending = connecting;
+  const inFlight = installing;
   current = null;
+  connecting = null;
   lazySetup = null;
-  await backend?.close();
+  installing = null;
+  // A set-up in flight is closed too, and awaited: once this resolves no cache is installed and
+  // no connection is open, whatever was in flight.
+  await Promise.all([backend?.close(), pending?.close(), inFlight?.catch(() => false)]);
 }

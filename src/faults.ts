@@ -9,7 +9,7 @@
 /** A recognised cause: its kind and a sentence saying what happened and what to check. */
 export interface FaultCause {
   /** What kind of fault this is. */
-  readonly kind: "auth" | "tls" | "oom" | "noperm";
+  readonly kind: "auth" | "tls" | "oom" | "noperm" | "database";
   /** What happened and what to check, without any secret. */
   readonly summary: string;
 }
@@ -17,6 +17,7 @@ export interface FaultCause {
 const AUTH = /\bWRONGPASS\b|\bNOAUTH\b|invalid username-password|invalid password/i;
 const OOM = /\bOOM\b|maxmemory/;
 const NOPERM = /\bNOPERM\b/;
+const DB_RANGE = /DB index is out of range|invalid DB index|SELECT is not allowed/i;
 const TLS_MESSAGE =
   /certificate|\bcert\b|\bSSL\b|\bTLS\b|handshake|altnames|self[- ]signed|UnknownIssuer/i;
 const TLS_CODE = /CERT|SSL|TLS/;
@@ -47,6 +48,14 @@ export function faultCause(error: unknown, envPrefix: string): FaultCause | unde
         "allkeys-lru",
     };
   }
+  if (DB_RANGE.test(message) || commandName(error) === "select") {
+    return {
+      kind: "database",
+      summary: `the server refused to select the configured database (${message.trim()}): ` +
+        `nothing was read or written; set ${envPrefix}_DB (or the /db path of ${envPrefix}_URL) ` +
+        "to a database the server has (0 to its `databases` setting minus one, 0-15 by default)",
+    };
+  }
   if (NOPERM.test(message)) {
     return {
       kind: "noperm",
@@ -63,4 +72,15 @@ export function faultCause(error: unknown, envPrefix: string): FaultCause | unde
     };
   }
   return undefined;
+}
+
+/**
+ * The command a reply error answered, as ioredis and iovalkey attach it (`error.command.name`),
+ * lower case; `undefined` for errors that are not replies.
+ *
+ * @param error What the client library rejected with or emitted.
+ */
+export function commandName(error: unknown): string | undefined {
+  const command = (error as { command?: { name?: unknown } } | null)?.command;
+  return typeof command?.name === "string" ? command.name.toLowerCase() : undefined;
 }

@@ -20,6 +20,7 @@
  * @module
  */
 
+import { AsyncLocalStorage } from "node:async_hooks";
 import { CacheInputError } from "./errors.ts";
 import { hashInput, normalizeCompanyId } from "./keys.ts";
 import type { KeyLayout } from "./layout.ts";
@@ -34,6 +35,13 @@ export const DEFAULT_LOCK_TIMEOUT = 10;
 /** How long a generation counter lives after the last getOrSet miss read it. */
 export const GENERATION_TTL_MS = 24 * 60 * 60 * 1000;
 const POLL_FIRST_MS = 10;
+
+/**
+ * The entry keys whose compute() the current async call chain is inside: a getOrSet of one of
+ * them from within its own compute() must neither join that flow nor wait for its lock, since
+ * both wait for the very call being made.
+ */
+const computing = new AsyncLocalStorage<ReadonlySet<string>>();
 const POLL_MAX_MS = 100;
 
 /** `<prefix>generation:tenant:<companyId>` or `<prefix>generation:global`. */
@@ -186,15 +194,14 @@ export class GetOrSetRunner {
         return await this.#degraded(error, compute, start, companyId, key);
       }
       if (text !== null) result = { text, fromCache: true, stale: false };
-      else {
+      else if (computing.getStore()?.has(key)) {
+        return await this.#reentrant(compute, start, companyId, key);
+      } else {
+        const keys = this.#keys(key, hash, companyId);
         const joined = this.#inflight.get(key);
-        result = joined ? await joined : await this.#start(
-          this.#keys(key, hash, companyId),
-          plan,
-          compute,
-          undefined,
-          undefined,
-        );
+        result = joined
+          ? await this.#join(joined, keys, plan, compute)
+          : await this.#start(keys, plan, compute, undefined, undefined);
       }
     } else {
       // One read-or-lock call: the value and whether it is stale, and the lock when it is.
@@ -212,10 +219,14 @@ export class GetOrSetRunner {
       else if (reply.status === 2 || reply.status === 3) {
         if (reply.status === 2) this.#refresh(keys, plan, compute, reply, token, start);
         result = { text: reply.text!, fromCache: true, stale: true };
+      } else if (reply.status === 5 && computing.getStore()?.has(key)) {
+        return await this.#reentrant(compute, start, companyId, key);
       } else {
         // Missing: join a flow of this process unless this call took the lock.
         const other = reply.status === 5 ? this.#inflight.get(key) : undefined;
-        result = other ? await other : await this.#start(keys, plan, compute, reply, token);
+        result = other
+          ? await this.#join(other, keys, plan, compute)
+          : await this.#start(keys, plan, compute, reply, token);
       }
     }
 
@@ -245,6 +256,50 @@ export class GetOrSetRunner {
   }
 
   /** Registers a foreground flow so callers of this process join it. */
+  /**
+   * Waits for this process's flow of the same key, as long as a cross-process waiter would wait
+   * for the lock (`lockTimeout`): a compute() that never settles must not hold up every caller
+   * of the key. Past that, this caller computes itself (the generations still guard the write).
+   */
+  async #join(
+    flow: Promise<FlowResult>,
+    keys: FlowKeys,
+    plan: Plan,
+    compute: Compute<unknown>,
+  ): Promise<FlowResult> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), plan.lockMs);
+    });
+    const joined = await Promise.race([flow, timedOut]).finally(() => clearTimeout(timer));
+    if (joined !== undefined) return joined;
+    this.#ctx.metrics.lockWaits++;
+    return await this.#flow(keys, plan, compute, undefined, randomToken(), 0);
+  }
+
+  /**
+   * A getOrSet of a key from within that key's own compute(): computed here and returned
+   * unstored (the outer call stores its own value), instead of waiting for itself.
+   */
+  async #reentrant<T>(
+    compute: Compute<T>,
+    start: number,
+    companyId: string | undefined,
+    key: string,
+  ): Promise<T> {
+    const text = serializeValue(await this.#compute(compute, key), this.#ctx.maxValueBytes);
+    this.#ctx.metrics.lookup(this.#op, false, start, companyId, key);
+    return parseValue<T>(text);
+  }
+
+  /** Runs compute() marked as computing `key` (see `computing`). */
+  #compute<T>(compute: Compute<T>, key: string): Promise<T> {
+    const outer = computing.getStore();
+    const keys = new Set(outer);
+    keys.add(key);
+    return computing.run(keys, async () => await compute());
+  }
+
   #start(
     keys: FlowKeys,
     plan: Plan,
@@ -268,6 +323,7 @@ export class GetOrSetRunner {
     compute: Compute<unknown>,
     first: LockReply | undefined,
     token: string,
+    waitMs = plan.lockMs,
   ): Promise<FlowResult> {
     const ctx = this.#ctx;
     const start = performance.now();
@@ -282,14 +338,14 @@ export class GetOrSetRunner {
         } catch (error) {
           this.#fault(keys, start, error);
           return {
-            text: serializeValue(await compute(), ctx.maxValueBytes),
+            text: serializeValue(await this.#compute(compute, keys.key), ctx.maxValueBytes),
             fromCache: false,
             stale: false,
           };
         }
       }
       // The lock wait is counted from the first answer.
-      deadline ??= performance.now() + plan.lockMs;
+      deadline ??= performance.now() + waitMs;
       switch (reply.status) {
         case 1:
           return { text: reply.text!, fromCache: true, stale: false };
@@ -332,7 +388,7 @@ export class GetOrSetRunner {
     const ctx = this.#ctx;
     let text: string;
     try {
-      text = serializeValue(await compute(), ctx.maxValueBytes);
+      text = serializeValue(await this.#compute(compute, keys.key), ctx.maxValueBytes);
     } catch (error) {
       if (token !== "") await this.#release(keys, token);
       throw error;
@@ -411,7 +467,7 @@ export class GetOrSetRunner {
     const metrics = this.#ctx.metrics;
     this.#ctx.fault("getOrSet", error);
     metrics.fault("getOrSet", performance.now() - start, companyId, key);
-    const text = serializeValue(await compute(), this.#ctx.maxValueBytes);
+    const text = serializeValue(await this.#compute(compute, key), this.#ctx.maxValueBytes);
     metrics.lookup(this.#op, false, start, companyId, key);
     return parseValue<T>(text);
   }

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { entryList, inputList } from "./batch.ts";
 import { CacheInputError } from "./errors.ts";
 import {
   DEFAULT_MAX_KEY_INPUT_BYTES,
@@ -30,13 +31,7 @@ import type {
   GetOrSetOptions,
   SetOptions,
 } from "./types.ts";
-import {
-  DEFAULT_MAX_VALUE_BYTES,
-  entryPair,
-  parseValue,
-  serializeValue,
-  ttlToMs,
-} from "./values.ts";
+import { DEFAULT_MAX_VALUE_BYTES, parseValue, serializeValue, ttlToMs } from "./values.ts";
 
 /**
  * Options of `MemoryCache`.
@@ -115,6 +110,13 @@ interface Lock {
   expiresAt: number;
 }
 
+/** A validated write: the entries' keys and JSON texts, their TTL and their registry. */
+interface PreparedWrite {
+  pairs: [string, string][];
+  ttlMs: number;
+  registry: string;
+}
+
 interface Entry {
   text: string;
   /** Epoch milliseconds after which the entry is gone; 0 = never. */
@@ -162,6 +164,8 @@ export class MemoryCache implements CacheBackend {
   readonly #opSetMany: Histogram;
   readonly #getOrSet: GetOrSetRunner;
   #sweepAt = 1024;
+  /** Set by close(): like a server provider's closed connection, every later call is a miss. */
+  #closed = false;
 
   /**
    * Creates an empty cache.
@@ -210,18 +214,23 @@ export class MemoryCache implements CacheBackend {
     return null;
   }
 
-  /** Always `true`. */
+  /** `true` until `close()`; a closed cache cannot be opened again. */
   async connect(): Promise<boolean> {
-    return true;
+    return !this.#closed;
   }
 
-  /** Always `true`. */
+  /** `true` until `close()`. */
   async healthCheck(): Promise<boolean> {
-    return true;
+    return !this.#closed;
   }
 
-  /** Drops every entry. */
+  /**
+   * Drops every entry. Later calls behave as on a closed server connection: reads miss, writes
+   * resolve `false`, clears `0` (logged once), so a test that uses MemoryCache in place of
+   * `RedisCache` sees what production would.
+   */
   async close(): Promise<void> {
+    this.#closed = true;
     this.#entries.clear();
     this.#registries.clear();
     this.#locks.clear();
@@ -233,6 +242,7 @@ export class MemoryCache implements CacheBackend {
     const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
     const key = this.#key(input, companyId);
+    if (this.#refused("get")) return null;
     const text = this.#live(key)?.text;
     this.#metrics.lookup(this.#opGet, text !== undefined, start, companyId, key);
     return text === undefined ? null : parseValue<T>(text);
@@ -242,7 +252,9 @@ export class MemoryCache implements CacheBackend {
   async set(input: unknown, value: unknown, options?: SetOptions): Promise<boolean> {
     const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
-    const [key] = this.#setEntries([[input, value]], companyId, options?.ttl);
+    const prepared = this.#prepare([[input, value]], companyId, options?.ttl);
+    if (this.#refused("set")) return false;
+    const [key] = this.#write(prepared);
     this.#metrics.stored(this.#opSet, start, companyId, key);
     return true;
   }
@@ -251,6 +263,7 @@ export class MemoryCache implements CacheBackend {
   async delete(input: unknown, options?: EntryOptions): Promise<boolean> {
     const companyId = normalizeCompanyId(options?.companyId);
     const key = this.#key(input, companyId);
+    if (this.#refused("delete")) return false;
     const existed = this.#live(key) !== undefined;
     this.#entries.delete(key);
     this.#unregister(registryKey(this.prefix, companyId), key);
@@ -260,17 +273,19 @@ export class MemoryCache implements CacheBackend {
   /** `true` when the entry exists and has not expired. */
   async exists(input: unknown, options?: EntryOptions): Promise<boolean> {
     const key = this.#key(input, normalizeCompanyId(options?.companyId));
+    if (this.#refused("exists")) return false;
     return this.#live(key) !== undefined;
   }
 
   /** The values of `inputs`, in input order, `null` for each miss. */
   async getMany<T = unknown>(
-    inputs: readonly unknown[],
+    inputs: Iterable<unknown>,
     options?: EntryOptions,
   ): Promise<(T | null)[]> {
     const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
-    const keys = inputs.map((input) => this.#key(input, companyId));
+    const keys = inputList(inputs).map((input) => this.#key(input, companyId));
+    if (keys.length > 0 && this.#refused("getMany")) return keys.map(() => null);
     const texts = keys.map((key) => this.#live(key)?.text);
     if (keys.length > 0) {
       const found = texts.map((text) => text !== undefined);
@@ -281,28 +296,34 @@ export class MemoryCache implements CacheBackend {
 
   /** Stores every entry; all are validated before any is written. */
   async setMany(
-    entries: readonly (readonly [unknown, unknown])[],
+    entries: Iterable<readonly [unknown, unknown]>,
     options?: SetOptions,
   ): Promise<boolean> {
     const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
-    const keys = this.#setEntries(entries, companyId, options?.ttl);
+    const prepared = this.#prepare(entryList(entries), companyId, options?.ttl);
+    if (this.#refused("setMany")) return false;
+    const keys = this.#write(prepared);
     this.#metrics.stored(this.#opSetMany, start, companyId, undefined, keys.length);
     return true;
   }
 
-  /** Validates every entry, then stores them all; returns their keys. */
-  #setEntries(
+  /** Validates every entry (a CacheInputError / CacheSerializationError before any write). */
+  #prepare(
     entries: readonly (readonly [unknown, unknown])[],
     companyId: string | undefined,
     ttl: number | null | undefined,
-  ): string[] {
+  ): PreparedWrite {
     const ttlMs = ttlToMs(ttl, this.#defaultTtl);
-    const prepared = entries.map((entry) => {
-      const [input, value] = entryPair(entry);
-      return [this.#key(input, companyId), serializeValue(value, this.#maxValueBytes)];
-    });
-    const registry = registryKey(this.prefix, companyId);
+    const pairs = entries.map(([input, value]): [string, string] => [
+      this.#key(input, companyId),
+      serializeValue(value, this.#maxValueBytes),
+    ]);
+    return { pairs, ttlMs, registry: registryKey(this.prefix, companyId) };
+  }
+
+  /** Stores validated entries and registers them; returns their keys. */
+  #write({ pairs: prepared, ttlMs, registry }: PreparedWrite): string[] {
     let members = this.#registries.get(registry);
     if (!members) this.#registries.set(registry, members = new Set());
     const expiresAt = ttlMs === 0 ? 0 : Date.now() + ttlMs;
@@ -321,6 +342,7 @@ export class MemoryCache implements CacheBackend {
   async clearCompany(companyId: string | number, _options?: ClearOptions): Promise<number> {
     const start = performance.now();
     const id = requireCompanyId(companyId);
+    if (this.#refused("clearCompany")) return 0;
     const deleted = this.#clear(registryKey(this.prefix, id));
     this.#metrics.cleared(this.#metrics.operation("clearCompany"), start, deleted, id);
     return deleted;
@@ -329,6 +351,7 @@ export class MemoryCache implements CacheBackend {
   /** Deletes every entry stored without a tenant; returns how many were deleted. */
   async clearGlobal(_options?: ClearOptions): Promise<number> {
     const start = performance.now();
+    if (this.#refused("clearGlobal")) return 0;
     const deleted = this.#clear(registryKey(this.prefix, undefined));
     this.#metrics.cleared(this.#metrics.operation("clearGlobal"), start, deleted);
     return deleted;
@@ -337,6 +360,7 @@ export class MemoryCache implements CacheBackend {
   /** Deletes every entry of every scope; returns how many were deleted. */
   async clearAll(_options?: ClearOptions): Promise<number> {
     const start = performance.now();
+    if (this.#refused("clearAll")) return 0;
     this.#bump(allGenerationKey(this.prefix));
     let deleted = 0;
     for (const registry of [...this.#registries.keys()]) deleted += this.#clear(registry);
@@ -377,8 +401,12 @@ export class MemoryCache implements CacheBackend {
   /** getOrSet's primitives, with the semantics of the Lua scripts. */
   #store(): GetOrSetStore {
     return {
-      get: async (key) => this.#live(key)?.text ?? null,
+      get: async (key) => {
+        this.#refuseGetOrSet();
+        return this.#live(key)?.text ?? null;
+      },
       readOrLock: async (keys, token, lockMs, staleMs) => {
+        this.#refuseGetOrSet();
         const now = Date.now();
         const entry = this.#live(keys.key);
         if (entry) {
@@ -401,6 +429,7 @@ export class MemoryCache implements CacheBackend {
         };
       },
       setIfGeneration: async (keys, text, ttlMs, reply, token) => {
+        this.#refuseGetOrSet();
         this.#unlock(keys.lock, token);
         if (
           String(this.#generations.get(keys.generation)) !== reply.generation ||
@@ -417,6 +446,24 @@ export class MemoryCache implements CacheBackend {
     };
   }
 
+  /**
+   * `true` (logged once) when the cache is closed: the call is then served as a miss, as a
+   * server provider serves it once its connections are closed.
+   */
+  #refused(operation: string): boolean {
+    if (!this.#closed) return false;
+    this.#log.fault(
+      "closed",
+      `MemoryCache ${operation} after close(): served as a miss (nothing is stored once closed)`,
+    );
+    return true;
+  }
+
+  /** getOrSet's store after close(): a fault, so the runner returns compute()'s value unstored. */
+  #refuseGetOrSet(): void {
+    if (this.#refused("getOrSet")) throw new Error("MemoryCache is closed");
+  }
+
   #unlock(lock: string, token: string): void {
     if (token !== "" && this.#locks.get(lock)?.token === token) this.#locks.delete(lock);
   }
@@ -429,6 +476,7 @@ export class MemoryCache implements CacheBackend {
 
   /** Removes registry members whose entry has expired; returns how many were removed. */
   async pruneRegistries(): Promise<number> {
+    if (this.#refused("prune")) return 0;
     let removed = 0;
     for (const [registry, members] of this.#registries) {
       for (const key of members) {

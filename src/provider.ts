@@ -9,7 +9,7 @@
 import { isIP } from "node:net";
 import { type RedisConfig, urlHost } from "./config.ts";
 import { CacheConfigError, CacheDependencyError, CacheInputError } from "./errors.ts";
-import { faultCause } from "./faults.ts";
+import { commandName, faultCause } from "./faults.ts";
 import {
   DEFAULT_MAX_KEY_INPUT_BYTES,
   globEscape,
@@ -30,6 +30,7 @@ import {
   sampleClusterRegistry,
   seedNodes,
 } from "./cluster.ts";
+import { entryList, inputList } from "./batch.ts";
 import { Coalescer } from "./coalesce.ts";
 import { watchDeadlines } from "./deadline_watch.ts";
 import { ClusterLayout, type KeyLayout, StandaloneLayout } from "./layout.ts";
@@ -61,13 +62,7 @@ import {
   type LockReply,
 } from "./get_or_set.ts";
 import { type CacheEventListener, type CacheStats, type Histogram, Metrics } from "./stats.ts";
-import {
-  DEFAULT_MAX_VALUE_BYTES,
-  entryPair,
-  parseValue,
-  serializeValue,
-  ttlToMs,
-} from "./values.ts";
+import { DEFAULT_MAX_VALUE_BYTES, parseValue, serializeValue, ttlToMs } from "./values.ts";
 
 /**
  * Options of `RedisCache` and `ValkeyCache`.
@@ -200,7 +195,7 @@ export interface ProtocolClient extends ScriptClient {
   /** Opens the connection (the client is created with `lazyConnect`). */
   connect(): Promise<void>;
   /** Closes the connection at once, dropping pending replies. */
-  disconnect(): void;
+  disconnect(reconnect?: boolean): void;
   /** Closes the connection after pending replies (QUIT). */
   quit(): Promise<unknown>;
   /** PING. */
@@ -394,10 +389,13 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     this.#scripts ??= await loadScriptSources();
     if (this.#clients.length === 0) {
       const tls = this.config.tls ? await tlsOptions(this.config, this.#envPrefix()) : undefined;
+      // A close() during the awaits above found no connection to close: open none now.
+      if (this.#closed) return false;
       if (this.#layout.clustered) {
         // Each node is checked against its own host name, not the first seed's.
         if (tls) delete tls.servername;
         const Cluster = await this.#loadClient(() => this.loadClusterClass());
+        if (this.#closed) return false;
         for (let i = 0; i < this.#poolSize; i++) {
           const cluster = this.#createClusterClient(Cluster, tls, false);
           this.#clients.push(cluster);
@@ -413,6 +411,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         }
       } else {
         const Client = await this.#loadClient(() => this.loadClientClass());
+        if (this.#closed) return false;
         for (let i = 0; i < this.#poolSize; i++) {
           const client = this.#createClient(Client, tls);
           this.#clients.push(client);
@@ -429,9 +428,12 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         this.#timeoutMs,
         "connect",
       );
+      if (this.#closed) return false;
       this.#log.recovered("connect");
       return true;
     } catch (error) {
+      // close() during the connect ended it: not a fault to report.
+      if (this.#closed) return false;
       // The connect promise often only says "Connection is closed": the connection's own error
       // (WRONGPASS, an untrusted certificate) tells the operator what to fix.
       const prefix = this.#envPrefix();
@@ -470,11 +472,11 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     for (const watch of this.#watches) watch.stop();
     const clients = [...this.#clients, ...this.#readers];
     await Promise.all(clients.map(async (client) => {
-      if (client.status !== "ready") return client.disconnect();
+      if (client.status !== "ready") return dropConnection(client);
       try {
         await withTimeout(client.quit(), this.#timeoutMs, "quit");
       } catch {
-        client.disconnect();
+        dropConnection(client);
       }
     }));
   }
@@ -553,12 +555,12 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
 
   /** The values of `inputs` in one MGET, in input order, `null` for each miss. */
   async getMany<T = unknown>(
-    inputs: readonly unknown[],
+    inputs: Iterable<unknown>,
     options?: EntryOptions,
   ): Promise<(T | null)[]> {
     const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
-    const keys = inputs.map((input) =>
+    const keys = inputList(inputs).map((input) =>
       this.#layout.entryKey(this.name, this.#hash(input), companyId)
     );
     if (keys.length === 0) return [];
@@ -587,7 +589,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
    * Every entry is validated before anything is sent, so bad input writes nothing.
    */
   async setMany(
-    entries: readonly (readonly [unknown, unknown])[],
+    entries: Iterable<readonly [unknown, unknown]>,
     options?: SetOptions,
   ): Promise<boolean> {
     const start = performance.now();
@@ -595,8 +597,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const ttlMs = ttlToMs(options?.ttl, this.#defaultTtl);
     // One group per registry: the scope on a single server, each bucket (one slot) in a cluster.
     const groups = new Map<string, { keys: string[]; texts: string[] }>();
-    for (const entry of entries) {
-      const [input, value] = entryPair(entry);
+    for (const [input, value] of entryList(entries)) {
       const hash = this.#hash(input);
       const text = serializeValue(value, this.#maxValueBytes);
       const registry = this.#layout.registryKey(hash, companyId);
@@ -1074,6 +1075,11 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     });
     client.on("error", (error) => {
       this.#lastConnectionError = error;
+      // ioredis only logs a failed SELECT (or HELLO) of a new connection and goes on, so every
+      // later command would run on database 0: another application's data. Ending the stream
+      // here, before the connection is ready (its ready check is sent after SELECT's reply),
+      // makes every command on it fail, and the reconnect tries the same SELECT again.
+      if (REFUSED_SETUP.has(commandName(error) ?? "")) client.disconnect(true);
       const cause = faultCause(error, this.#envPrefix());
       this.#log.fault(
         "connection",
@@ -1197,6 +1203,24 @@ async function tlsOptions(
   }
   return options;
 }
+
+/**
+ * Closes a connection now. `disconnect()` alone only half-closes the socket (FIN) and waits for
+ * the server's side, which a hung server (SIGSTOP, a black hole) never sends: the socket, and
+ * a `connect()` waiting on it, would live on and keep the process from exiting. Destroying the
+ * stream ends both at once. A cluster client has no stream of its own: its `disconnect()`
+ * closes every node's.
+ */
+function dropConnection(client: ProtocolClient): void {
+  client.disconnect();
+  (client as { stream?: { destroy?: () => void } }).stream?.destroy?.();
+}
+
+/**
+ * Connection set-up commands whose failure leaves a connection on the wrong database or
+ * protocol: such a connection must never serve a call.
+ */
+const REFUSED_SETUP = new Set(["select", "hello"]);
 
 /** Calls a progress callback; its errors are ignored, so they can never cut a clear short. */
 function reportProgress(onProgress: (deleted: number) => void, deleted: number): void {

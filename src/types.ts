@@ -189,10 +189,10 @@ export interface CacheBackend {
   /** `true` when the entry exists. */
   exists(input: unknown, options?: EntryOptions): Promise<boolean>;
   /** The values of several entries of one scope, in input order, `null` for each miss. */
-  getMany<T = unknown>(inputs: readonly unknown[], options?: EntryOptions): Promise<(T | null)[]>;
+  getMany<T = unknown>(inputs: Iterable<unknown>, options?: EntryOptions): Promise<(T | null)[]>;
   /** Stores several entries of one scope, each batch atomically. */
   setMany(
-    entries: readonly (readonly [unknown, unknown])[],
+    entries: Iterable<readonly [unknown, unknown]>,
     options?: SetOptions,
   ): Promise<boolean>;
   /** Deletes every entry of one tenant; returns how many keys were deleted. */

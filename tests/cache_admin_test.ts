@@ -239,7 +239,7 @@ for (const kind of KINDS) {
     let cache: AnyCache;
 
     before(async () => {
-      server = await startServer(kind);
+      server = await startServer(kind, { own: true });
     });
     after(async () => {
       await server.stop();
@@ -302,7 +302,7 @@ for (const kind of KINDS) {
     });
 
     it("health: authenticates with the password and never prints it", async () => {
-      const secured = await startServer(kind, { password: PASSWORD });
+      const secured = await startServer(kind, { own: true, password: PASSWORD });
       try {
         const env = {
           [envName(server, "HOST")]: secured.host,
@@ -582,7 +582,7 @@ for (const kind of KINDS) {
 
     it("clear: a server killed mid-clear ends it with exit 1 and the count so far", async (t) => {
       if (server.external) return t.skip("needs a server the harness can kill");
-      const doomed = await startServer(kind);
+      const doomed = await startServer(kind, { own: true });
       const filler = cacheFor(doomed);
       try {
         assert.equal(await filler.connect(), true);

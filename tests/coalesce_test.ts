@@ -22,7 +22,7 @@ async function connected(server: TestServer): Promise<AnyCache> {
 for (const kind of KINDS) {
   describe(`${kind} coalescing`, () => {
     it("100 concurrent gets are a GET and one MGET, each caller gets its own value or miss", async () => {
-      await using server = await startServer(kind);
+      await using server = await startServer(kind, { own: true });
       const cache = await connected(server);
       try {
         const inputs = Array.from({ length: 100 }, (_, i) => ({ q: "user", id: i }));
@@ -46,7 +46,7 @@ for (const kind of KINDS) {
     });
 
     it("100 concurrent sets are two script calls; every entry is stored and registered", async () => {
-      await using server = await startServer(kind);
+      await using server = await startServer(kind, { own: true });
       const cache = await connected(server);
       try {
         const inputs = Array.from({ length: 100 }, (_, i) => ({ q: "user", id: i }));
@@ -67,7 +67,7 @@ for (const kind of KINDS) {
     });
 
     it("sets of one tick to different scopes and TTLs keep their own registry and TTL", async () => {
-      await using server = await startServer(kind);
+      await using server = await startServer(kind, { own: true });
       const cache = await connected(server);
       try {
         const results = await Promise.all([
@@ -98,7 +98,7 @@ for (const kind of KINDS) {
     });
 
     it("calls of one tick run in call order: set then delete, set then set, set then get", async () => {
-      await using server = await startServer(kind);
+      await using server = await startServer(kind, { own: true });
       const cache = await connected(server);
       try {
         // Not awaited in between: all in one tick, as fire-and-forget code issues them.
@@ -131,7 +131,7 @@ for (const kind of KINDS) {
     });
 
     it("a batch of a tick fails as a whole into misses and false, and works again after", async () => {
-      await using server = await startServer(kind);
+      await using server = await startServer(kind, { own: true });
       const cache = await connected(server);
       try {
         const tick = () =>

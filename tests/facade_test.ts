@@ -79,7 +79,7 @@ describe("facade without a server", () => {
     assert.ok(getCache() instanceof RedisCache, "installed, reconnecting in the background");
     assert.equal(await cacheGet("k"), null);
     assert.equal(await cacheSet("k", 1), false);
-    const server = await startServer("redis", { port });
+    const server = await startServer("redis", { own: true, port });
     try {
       let stored = false;
       for (let i = 0; i < 60 && !stored; i++) {
@@ -104,7 +104,7 @@ for (const kind of KINDS) {
   describe(`${kind} facade`, () => {
     let server: TestServer;
     before(async () => {
-      server = await startServer(kind);
+      server = await startServer(kind, { own: true });
     });
     after(async () => {
       await closeCache();

@@ -106,7 +106,7 @@ for (const kind of KINDS) {
     });
 
     it(`SIGKILL mid-load, restart ${DOWN_MS / 1000} s later on the same port`, async () => {
-      await using server = await startServer(kind);
+      await using server = await startServer(kind, { own: true });
       const logger = collectingLogger();
       await useFacade(server, logger);
       const unhandled = countUnhandledRejections();
@@ -158,7 +158,7 @@ for (const kind of KINDS) {
     });
 
     it(`SIGSTOP for ${PAUSE_MS / 1000} s, then SIGCONT`, async () => {
-      await using server = await startServer(kind);
+      await using server = await startServer(kind, { own: true });
       const logger = collectingLogger();
       await useFacade(server, logger);
       const unhandled = countUnhandledRejections();
@@ -212,7 +212,7 @@ for (const kind of KINDS) {
     });
 
     it("SCRIPT FLUSH and FLUSHALL during load: no error reaches a caller", async () => {
-      await using server = await startServer(kind);
+      await using server = await startServer(kind, { own: true });
       const logger = collectingLogger();
       await useFacade(server, logger);
       await server.cli("CONFIG", "RESETSTAT");
@@ -257,6 +257,7 @@ for (const kind of KINDS) {
 
     it("maxmemory with noeviction: writes resolve false with one clear log line", async () => {
       await using server = await startServer(kind, {
+        own: true,
         args: ["--maxmemory", "8mb", "--maxmemory-policy", "noeviction"],
       });
       const logger = collectingLogger();
@@ -312,6 +313,7 @@ for (const kind of KINDS) {
     for (const policy of ["allkeys-lru", "volatile-lru"]) {
       it(`maxmemory with ${policy}: evicted keys are misses, clears remove what is registered`, async () => {
         await using server = await startServer(kind, {
+          own: true,
           args: ["--maxmemory", "8mb", "--maxmemory-policy", policy],
         });
         const logger = collectingLogger();

@@ -203,7 +203,7 @@ for (const kind of KINDS) {
       entryKey("cache:", "", hashInput(input), companyId);
 
     before(async () => {
-      server = await startServer(kind);
+      server = await startServer(kind, { own: true });
     });
     after(async () => {
       await server.stop();
@@ -517,6 +517,86 @@ for (const kind of KINDS) {
       } finally {
         await local.close();
       }
+    });
+  });
+}
+
+/** Fails instead of hanging: `promise`, or a rejection naming `what` after `ms`. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hang = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, hang]).finally(() => clearTimeout(timer));
+}
+
+for (const kind of ["memory", ...KINDS] as const) {
+  describe(`${kind} getOrSet: re-entrant calls and joiners that wait too long`, () => {
+    let server: TestServer | undefined;
+    let cache: MemoryCache | AnyCache;
+
+    before(async () => {
+      if (kind !== "memory") server = await startServer(kind, { own: true });
+    });
+    after(async () => {
+      await server?.stop();
+    });
+    beforeEach(async () => {
+      if (server) {
+        await server.cli("FLUSHALL");
+        cache = cacheFor(server);
+        assert.equal(await cache.connect(), true);
+      } else cache = new MemoryCache();
+    });
+    afterEach(async () => {
+      await cache.close();
+    });
+
+    for (const staleWhileRevalidate of [0, 30]) {
+      it(`a getOrSet of the same key inside its own compute() returns (swr ${staleWhileRevalidate})`, async () => {
+        const options = { companyId: "acme", staleWhileRevalidate };
+        const value = await within(
+          cache.getOrSet("nested", async () => {
+            const inner = await cache.getOrSet("nested", () => 1, options);
+            return inner + 1;
+          }, options),
+          5_000,
+          "the nested getOrSet",
+        );
+        assert.equal(value, 2);
+        assert.equal(await cache.get("nested", { companyId: "acme" }), 2, "the outer value stored");
+        // Nested twice, through another key: still no wait on itself.
+        const deep = await within(
+          cache.getOrSet(
+            "a",
+            () => cache.getOrSet("b", () => cache.getOrSet("a", () => "inner-a", options), options),
+            options,
+          ),
+          5_000,
+          "a -> b -> a",
+        );
+        assert.equal(deep, "inner-a");
+      });
+    }
+
+    it("a joiner gives up after lockTimeout on a compute() that never settles, and computes", async () => {
+      const options = { companyId: "acme", lockTimeout: 0.3 };
+      const stuck = cache.getOrSet("slow", () => new Promise<string>(() => {}), options);
+      stuck.catch(() => {});
+      await sleep(20);
+      const value = await within(
+        cache.getOrSet("slow", () => "joiner's own", options),
+        5_000,
+        "the joiner",
+      );
+      assert.equal(value, "joiner's own");
+      assert.equal(await cache.get("slow", { companyId: "acme" }), "joiner's own", "and stores it");
+      // Later callers hit what the joiner stored instead of waiting on the stuck flow again.
+      assert.equal(
+        await within(cache.getOrSet("slow", () => "x", options), 200, "a hit"),
+        "joiner's own",
+      );
+      assert.ok(cache.stats().lockWaits >= 1, "the wait is counted as a lock wait");
     });
   });
 }

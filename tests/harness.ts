@@ -5,7 +5,10 @@
  * Runs unchanged under Deno and Node 20: only `node:` modules, no `Deno.*` APIs.
  *
  * Set `REDIS_URL` / `VALKEY_URL` to point the tests at an existing server instead; such a handle
- * is `external` and cannot be killed, restarted, paused or resumed.
+ * is `external` and cannot be killed, restarted, paused or resumed, and its `cli` refuses every
+ * command that would flush, reconfigure or script-flush it (the user's data lives there). A
+ * suite that needs such commands asks for a server of its own (`startServer(kind, { own: true
+ * })`): it gets a started one even when the variable is set.
  *
  * `startServer(kind, { tls: true })` serves TLS only: it makes a throw-away certificate authority
  * and a server certificate (for `localhost` and `127.0.0.1`) with `openssl` in the server's temp
@@ -13,14 +16,14 @@
  */
 
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { rmSync } from "node:fs";
+import { accessSync, constants, rmSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { connect, createServer, type Socket } from "node:net";
-import { connect as tlsConnect } from "node:tls";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { delimiter, join } from "node:path";
 import process from "node:process";
 import { setTimeout as delay } from "node:timers/promises";
+import { HOST, pingOnce, READY_TIMEOUT_MS, redisUrl, serverArgs } from "./server_start.ts";
 
 /** The server implementations the harness can start. */
 export type ServerKind = "redis" | "valkey";
@@ -41,6 +44,11 @@ export interface StartOptions {
    * makes; `url` is then `rediss://...` and `tlsCa` the CA file.
    */
   tls?: boolean;
+  /**
+   * The suite flushes, reconfigures, kills or pauses the server: start one even when
+   * `REDIS_URL` / `VALKEY_URL` names an existing server, which such a suite must never touch.
+   */
+  own?: boolean;
 }
 
 /** A running (or killed, restartable) server process, or an external server. */
@@ -78,8 +86,6 @@ export interface TestServer {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-const HOST = "127.0.0.1";
-const READY_TIMEOUT_MS = 10_000;
 const STOP_GRACE_MS = 3_000;
 const CLI_TIMEOUT_MS = 10_000;
 const START_ATTEMPTS = 5;
@@ -132,7 +138,7 @@ export async function startServer(
   options: StartOptions = {},
 ): Promise<TestServer> {
   const envUrl = process.env[kind === "redis" ? "REDIS_URL" : "VALKEY_URL"];
-  if (envUrl) return new ExternalServer(kind, envUrl);
+  if (envUrl && !options.own) return new ExternalServer(kind, envUrl);
   const dir = await mkdtemp(join(tmpdir(), `cache-test-${kind}-`));
   liveDirs.add(dir);
   try {
@@ -140,8 +146,11 @@ export async function startServer(
       ...options,
       tlsFiles: options.tls ? await makeTlsFiles(dir) : undefined,
     };
+    if (options.port === 6379) throw new Error("harness: refusing to use port 6379");
+    if (await serverMode(kind) === "containers") {
+      return await startInContainer(kind, dir, spawnOptions);
+    }
     if (options.port !== undefined) {
-      if (options.port === 6379) throw new Error("harness: refusing to use port 6379");
       const server = new SpawnedServer(kind, options.port, dir, spawnOptions);
       await server.start(false);
       return server;
@@ -170,6 +179,75 @@ export async function startServer(
 /** The server exited because its port was taken. */
 class BindError extends Error {}
 
+/** Where the harness runs servers: local processes, or containers (tests/container_server.ts). */
+export type ServerMode = "local" | "containers";
+
+const modes = new Map<ServerKind, Promise<ServerMode>>();
+
+/**
+ * The mode for `kind`: `CACHE_TEST_SERVERS` (`local` or `containers`) when set; else local when
+ * `<kind>-server` is on PATH, else containers when a Docker engine answers, else local (whose
+ * start failure then says how to install the server).
+ */
+export function serverMode(kind: ServerKind): Promise<ServerMode> {
+  let mode = modes.get(kind);
+  if (!mode) {
+    mode = chooseMode(kind);
+    modes.set(kind, mode);
+  }
+  return mode;
+}
+
+async function chooseMode(kind: ServerKind): Promise<ServerMode> {
+  const asked = process.env.CACHE_TEST_SERVERS;
+  if (asked === "local" || asked === "containers") return asked;
+  if (asked) {
+    throw new Error(`harness: CACHE_TEST_SERVERS=${asked}: use "local" or "containers"`);
+  }
+  if (onPath(`${kind}-server`)) return "local";
+  const { dockerReachable } = await import("./container_server.ts");
+  return await dockerReachable() ? "containers" : "local";
+}
+
+function onPath(bin: string): boolean {
+  return (process.env.PATH ?? "").split(delimiter).some((dir) => {
+    try {
+      accessSync(join(dir, bin), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** A container on a free port (a few tries, as for local processes, should a port be taken). */
+async function startInContainer(
+  kind: ServerKind,
+  dir: string,
+  options: SpawnOptions,
+): Promise<TestServer> {
+  const { startContainer } = await import("./container_server.ts");
+  const removeDir = async () => {
+    liveDirs.delete(dir);
+    await rm(dir, { recursive: true, force: true });
+  };
+  let lastError: unknown;
+  for (let attempt = 0; attempt < START_ATTEMPTS; attempt++) {
+    const port = options.port ?? await freePort();
+    try {
+      return await startContainer(kind, port, dir, options, removeDir);
+    } catch (error) {
+      lastError = error;
+      const taken = /address already in use|could not create server tcp listening socket/i
+        .test(String((error as Error).message));
+      if (!taken || options.port !== undefined) throw error;
+    }
+  }
+  throw new Error(`harness: ${kind}-server could not bind after ${START_ATTEMPTS} attempts`, {
+    cause: lastError,
+  });
+}
+
 /** The PEM files of a TLS test setup. */
 export interface TlsFiles {
   /** The certificate authority's certificate: what a client trusts. */
@@ -181,7 +259,7 @@ export interface TlsFiles {
 }
 
 /** Internal: the start options with the generated TLS files. */
-interface SpawnOptions extends StartOptions {
+export interface SpawnOptions extends StartOptions {
   tlsFiles?: TlsFiles;
 }
 
@@ -258,14 +336,44 @@ export async function makeTlsFiles(dir: string): Promise<TlsFiles> {
   return files;
 }
 
-function redisUrl(
-  host: string,
-  port: number,
-  password: string | undefined,
-  tls = false,
-): string {
-  const auth = password === undefined ? "" : `:${encodeURIComponent(password)}@`;
-  return `${tls ? "rediss" : "redis"}://${auth}${host}:${port}`;
+/**
+ * Commands that would wipe, reconfigure or stop a whole server (or its script cache), as
+ * `"NAME"` or `"NAME SUBCOMMAND"`: never sent to an external server.
+ */
+const DESTRUCTIVE = new Set([
+  "FLUSHALL",
+  "FLUSHDB",
+  "SWAPDB",
+  "SHUTDOWN",
+  "DEBUG",
+  "REPLICAOF",
+  "SLAVEOF",
+  "FAILOVER",
+  "MIGRATE",
+  "MODULE",
+  "SCRIPT FLUSH",
+  "SCRIPT KILL",
+  "FUNCTION FLUSH",
+  "FUNCTION DELETE",
+  "FUNCTION RESTORE",
+  "CONFIG SET",
+  "CONFIG RESETSTAT",
+  "CONFIG REWRITE",
+  "ACL SETUSER",
+  "ACL DELUSER",
+  "ACL LOAD",
+  "CLIENT KILL",
+  "CLIENT PAUSE",
+  "CLIENT NO-EVICT",
+  "CLUSTER",
+]);
+
+/** The destructive command `args` starts with (`"SCRIPT FLUSH"`), or `undefined`. */
+export function destructiveCommand(args: readonly string[]): string | undefined {
+  const name = (args[0] ?? "").toUpperCase();
+  const withSub = `${name} ${(args[1] ?? "").toUpperCase()}`;
+  if (DESTRUCTIVE.has(withSub)) return withSub;
+  return DESTRUCTIVE.has(name) ? name : undefined;
 }
 
 function runCli(
@@ -296,61 +404,6 @@ function runCli(
       },
     );
   });
-}
-
-/**
- * Sends PING and INFO server (after AUTH when `password` is set) on a raw socket. `ok` when the
- * server answers `+PONG` and, if `pid` is given, reports that process id (so a foreign server
- * that won a port race is not taken for ours).
- */
-function pingOnce(
-  port: number,
-  password: string | undefined,
-  pid: number | undefined,
-  timeoutMs: number,
-  ca?: string, // PEM text of the CA to trust: connect with TLS
-): Promise<{ ok: boolean; reply: string }> {
-  return new Promise((resolve) => {
-    let reply = "";
-    let settled = false;
-    // With TLS the first write waits for the handshake ("secureConnect"); the CA is checked.
-    const socket: Socket = ca === undefined
-      ? connect({ host: HOST, port })
-      : tlsConnect({ host: HOST, port, ca });
-    const finish = (ok: boolean) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ ok, reply: reply.slice(0, 200) });
-    };
-    const timer = setTimeout(() => finish(false), timeoutMs);
-    socket.setEncoding("utf8");
-    socket.on(ca === undefined ? "connect" : "secureConnect", () => {
-      const auth = password === undefined ? "" : respCommand("AUTH", password);
-      socket.write(`${auth}PING\r\nINFO server\r\n`);
-    });
-    socket.on("data", (chunk: string) => {
-      reply += chunk;
-      const pong = reply.indexOf("+PONG\r\n");
-      if (pong < 0) {
-        if (/^-.*\r\n/m.test(reply)) finish(false); // LOADING, NOAUTH, WRONGPASS ...: try again
-        return;
-      }
-      const info = reply.slice(pong + 7);
-      if (/^-.*\r\n/.test(info)) return finish(true); // INFO renamed away: cannot check the pid
-      const match = info.match(/process_id:(\d+)\r\n/);
-      if (match) finish(pid === undefined || Number(match[1]) === pid);
-    });
-    socket.on("error", () => finish(false));
-    socket.on("close", () => finish(false));
-  });
-}
-
-function respCommand(...parts: string[]): string {
-  let out = `*${parts.length}\r\n`;
-  for (const part of parts) out += `$${new TextEncoder().encode(part).length}\r\n${part}\r\n`;
-  return out;
 }
 
 /**
@@ -437,45 +490,7 @@ class SpawnedServer implements TestServer {
   }
 
   #args(): string[] {
-    const tls = this.#options.tlsFiles;
-    const ports = tls
-      ? [
-        "--port",
-        "0",
-        "--tls-port",
-        String(this.port),
-        "--tls-cert-file",
-        tls.cert,
-        "--tls-key-file",
-        tls.key,
-        "--tls-ca-cert-file",
-        tls.ca,
-        "--tls-auth-clients",
-        "no",
-      ]
-      : ["--port", String(this.port)];
-    const args = [
-      ...ports,
-      "--bind",
-      HOST,
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--dir",
-      this.#dir,
-      "--daemonize",
-      "no",
-      "--protected-mode",
-      "no",
-      "--loglevel",
-      "warning",
-      "--logfile",
-      this.#logPath(),
-    ];
-    if (this.#options.password !== undefined) args.push("--requirepass", this.#options.password);
-    args.push(...(this.#options.args ?? []));
-    return args;
+    return serverArgs(this.port, this.#dir, this.#logPath(), this.#options);
   }
 
   /**
@@ -692,6 +707,8 @@ class ExternalServer implements TestServer {
   }
 
   cli(...args: string[]): Promise<string> {
+    const refused = destructiveCommand(args);
+    if (refused) return Promise.reject(this.#refusal(`cli("${refused}")`));
     return runCli(this.kind, this.#connArgs, args);
   }
 

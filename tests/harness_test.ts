@@ -123,6 +123,46 @@ for (const kind of SERVER_KINDS) {
         assert.throws(() => external.resume(), /needs a server the harness started/);
         await external.stop();
         assert.equal(await real.cli("PING"), "PONG", "stop() left the external server alone");
+        const own = await startServer(kind, { own: true });
+        try {
+          assert.equal(own.external, false, "own: true starts a server despite the env URL");
+          assert.notEqual(own.port, real.port);
+        } finally {
+          await own.stop();
+        }
+      } finally {
+        if (saved === undefined) delete process.env[env];
+        else process.env[env] = saved;
+      }
+    });
+
+    it("an external server is never flushed, reconfigured or script-flushed", async () => {
+      const env = kind === "redis" ? "REDIS_URL" : "VALKEY_URL";
+      await using real = await startServer(kind);
+      await real.cli("SET", "users-own-key", "keep me");
+      const saved = process.env[env];
+      process.env[env] = real.url;
+      try {
+        const external = await startServer(kind);
+        for (
+          const command of [
+            ["FLUSHALL"],
+            ["flushdb", "ASYNC"],
+            ["SCRIPT", "FLUSH"],
+            ["CONFIG", "SET", "maxmemory", "1mb"],
+            ["CONFIG", "RESETSTAT"],
+            ["ACL", "SETUSER", "app", "on"],
+            ["SHUTDOWN", "NOSAVE"],
+          ]
+        ) {
+          await assert.rejects(
+            external.cli(...command),
+            /needs a server the harness started/,
+            command.join(" "),
+          );
+        }
+        assert.equal(await external.cli("GET", "users-own-key"), "keep me");
+        assert.match(await real.cli("CONFIG", "GET", "maxmemory"), /^maxmemory\n0$/);
       } finally {
         if (saved === undefined) delete process.env[env];
         else process.env[env] = saved;

@@ -26,7 +26,7 @@ for (const kind of KINDS) {
     let cache: AnyCache;
 
     before(async () => {
-      server = await startServer(kind);
+      server = await startServer(kind, { own: true });
     });
     after(async () => {
       await server.stop();
@@ -321,7 +321,7 @@ for (const kind of KINDS) {
 
   describe(`${kind} provider under faults`, () => {
     it("degrades to misses while the server is down and recovers when it returns", async () => {
-      const server = await startServer(kind);
+      const server = await startServer(kind, { own: true });
       const logger = collectingLogger();
       const cache = cacheFor(server, { timeout: 1, logger });
       try {
@@ -360,7 +360,7 @@ for (const kind of KINDS) {
     });
 
     it("connect resolves false for an unreachable server and logs without the password", async () => {
-      const server = await startServer(kind, { password: "s3cret-pw" });
+      const server = await startServer(kind, { own: true, password: "s3cret-pw" });
       await server.kill();
       const logger = collectingLogger();
       const cache = cacheFor(server, { timeout: 1, logger });
@@ -387,7 +387,7 @@ for (const kind of KINDS) {
     });
 
     it("a hung server (SIGSTOP) costs at most the timeout", async () => {
-      const server = await startServer(kind);
+      const server = await startServer(kind, { own: true });
       const cache = cacheFor(server, { timeout: 0.5 });
       try {
         await cache.connect();

@@ -81,7 +81,7 @@ for (const kind of KINDS) {
     });
 
     it("requirepass: the password from the environment works", async () => {
-      await using server = await startServer(kind, { password: ADMIN_PASSWORD });
+      await using server = await startServer(kind, { own: true, password: ADMIN_PASSWORD });
       const logger = collectingLogger();
       assert.equal(
         await setCache({ env: envFor(server, { password: ADMIN_PASSWORD }), logger }),
@@ -95,7 +95,7 @@ for (const kind of KINDS) {
     });
 
     it("an ACL user limited to the prefix: user name and password from the environment", async () => {
-      await using server = await startServer(kind, { password: ADMIN_PASSWORD });
+      await using server = await startServer(kind, { own: true, password: ADMIN_PASSWORD });
       await server.cli("ACL", "SETUSER", "app", "on", `>${APP_PASSWORD}`, "~cache:*", "+@all");
       const logger = collectingLogger();
       const env = envFor(server, { username: "app", password: APP_PASSWORD });
@@ -121,7 +121,7 @@ for (const kind of KINDS) {
     ];
     for (const [label, credentials] of wrong) {
       it(`${label}: setCache false, "authentication failed" logged, no password shown`, async () => {
-        await using server = await startServer(kind, { password: ADMIN_PASSWORD });
+        await using server = await startServer(kind, { own: true, password: ADMIN_PASSWORD });
         await server.cli("ACL", "SETUSER", "app", "on", `>${APP_PASSWORD}`, "~cache:*", "+@all");
         const logger = collectingLogger();
         const started = Date.now();
@@ -142,7 +142,7 @@ for (const kind of KINDS) {
     }
 
     it("the password stays out of configs, providers, errors and logs in every form", async () => {
-      await using server = await startServer(kind, { password: ADMIN_PASSWORD });
+      await using server = await startServer(kind, { own: true, password: ADMIN_PASSWORD });
       const prefix = kind === "redis" ? "REDIS" : "VALKEY";
       const fromUrl = Config.fromEnv({
         [`${prefix}_URL`]: `redis://app:${encodeURIComponent(WRONG_PASSWORD)}@127.0.0.1:1/0`,

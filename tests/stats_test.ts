@@ -181,7 +181,7 @@ for (const kind of KINDS) {
     let events: CacheEvent[];
 
     before(async () => {
-      server = await startServer(kind);
+      server = await startServer(kind, { own: true });
     });
     after(async () => {
       await server.stop();
