@@ -1,6 +1,6 @@
 // The README's Node example, run by scripts/smoke_npm.ts against the packed npm build.
 //
-//   npm install core-lib-cache ioredis     # or iovalkey for Valkey; install only the one you use
+//   npm install ./core-lib-cache-0.1.0.tgz ioredis  # the packed build (README, Install); or iovalkey
 //   REDIS_HOST=127.0.0.1 REDIS_PORT=6380 node node_example.mjs
 //   node --env-file=.env node_example.mjs  # REDIS_HOST, REDIS_PORT, ... from .env
 //

@@ -346,7 +346,7 @@ function printRow(row: Row): void {
   );
 }
 
-/** The table the README shows: `deno task bench --markdown`. */
+/** The table docs/performance.md shows: `deno task bench --markdown`. */
 function printMarkdown(hashing: HashingFigures): void {
   const lines = [
     "",

@@ -1,7 +1,7 @@
 /**
  * The key layouts (src/layout.ts) and local hash slots (src/slots.ts), without a server: the
  * standalone layout is the Python original's, the cluster layout keeps every script's keys in one
- * slot, never lets two tenants share a key or a registry, and matches the README's worked example.
+ * slot, never lets two tenants share a key or a registry, and matches docs/cluster.md's example.
  * (tests/cluster_test.ts checks the slots against CLUSTER KEYSLOT on real servers.)
  */
 
@@ -83,7 +83,7 @@ describe("key layouts", () => {
     }
   });
 
-  it("matches the README's worked example", () => {
+  it("matches the worked example of docs/cluster.md", () => {
     const hash = hashInput({ report: 7 });
     assert.equal(hash, "9553918edfd5c692863f18fc917d1a04e12e2dfd3e65edc8ca75b43adfe483ed");
     assert.equal(parseInt(hash.slice(0, 8), 16), 2505281934);
