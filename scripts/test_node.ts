@@ -14,6 +14,9 @@
  *   free loopback ports, as under Deno.
  *
  * Usage: `deno task test:node`; extra arguments go to `node --test` (e.g. `--test-reporter=spec`).
+ * The matrix cells (scripts/test_matrix.sh) pick the client and the runtime:
+ * - `CACHE_TEST_IOREDIS=6` (a major version or an npm range): that ioredis instead of deno.json's;
+ * - `CACHE_TEST_NODE=/path/to/node`: that Node binary instead of the one on PATH.
  *
  * @module
  */
@@ -55,6 +58,8 @@ function satisfiesCaret(version: string, range: string): boolean {
 /** Installs the client packages into `npm/node_modules` unless matching versions are there. */
 export async function ensureClients(): Promise<void> {
   const ranges = await peerRanges();
+  const ioredis = Deno.env.get("CACHE_TEST_IOREDIS");
+  if (ioredis) ranges.ioredis = /^\d+$/.test(ioredis) ? `^${ioredis}.0.0` : ioredis;
   const modules = join(NPM_DIR, "node_modules");
   const missing = CLIENT_PACKAGES.filter((name) => {
     const version = installedVersion(modules, name);
@@ -108,11 +113,17 @@ async function main(): Promise<number> {
   }
   const testFiles = await buildTests();
   await ensureClients();
+  const node = Deno.env.get("CACHE_TEST_NODE") || "node";
   const nodeVersion = new TextDecoder().decode(
-    (await new Deno.Command("node", { args: ["--version"] }).output()).stdout,
+    (await new Deno.Command(node, { args: ["--version"] }).output()).stdout,
   ).trim();
-  console.log(`Running ${testFiles.length} test files with node --test (Node ${nodeVersion})`);
-  const { code } = await new Deno.Command("node", {
+  const clients = CLIENT_PACKAGES.map((name) =>
+    `${name} ${installedVersion(join(NPM_DIR, "node_modules"), name)}`
+  ).join(", ");
+  console.log(
+    `Running ${testFiles.length} test files with node --test (Node ${nodeVersion}; ${clients})`,
+  );
+  const { code } = await new Deno.Command(node, {
     args: [
       "--test",
       "--enable-source-maps",
