@@ -152,8 +152,11 @@ async function install(options: SetCacheOptions): Promise<boolean> {
     try {
       connected = await backend.connect();
     } catch (error) {
+      if (!(error instanceof CacheDependencyError)) throw error;
       // Under `auto`, a client library that cannot be loaded hands over to the other one.
-      if (error instanceof CacheDependencyError && index < candidates.length - 1) continue;
+      if (index < candidates.length - 1) continue;
+      // None loads: name the package the configuration asked for first, not the last tried.
+      if (candidates.length > 1) throw noClientPackage(candidates.map((c) => c.kind), error);
       throw error;
     } finally {
       if (connecting === backend) connecting = null;
@@ -168,6 +171,17 @@ async function install(options: SetCacheOptions): Promise<boolean> {
     return connected;
   }
   return false;
+}
+
+/** No client package of any candidate loads: say what to install for the server configured. */
+function noClientPackage(kinds: string[], cause: unknown): CacheDependencyError {
+  const packages = kinds.map((kind) => kind === "valkey" ? "iovalkey" : "ioredis");
+  const [wanted, other] = packages;
+  return new CacheDependencyError(
+    `Cannot load a client for the configured ${kinds[0]} server: install ${wanted} ` +
+      `(npm install ${wanted}), or ${other}, which speaks to it as well`,
+    { cause },
+  );
 }
 
 function createBackend(

@@ -4,7 +4,9 @@
  */
 
 import { spawn } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import process from "node:process";
 import { sha1Hex } from "../src/runtime.ts";
 import {
@@ -127,4 +129,46 @@ export function runProcess(
       resolve({ code, stdout, stderr, elapsedMs: Date.now() - started });
     });
   });
+}
+
+/**
+ * Runtime arguments under which a child process cannot load the `names` packages, as for a user
+ * who did not install them: under Deno an import map that keeps deno.json's entries and maps
+ * each to a module that throws; under Node a resolve hook that reports them as not found. The
+ * files go to `dir`.
+ */
+export async function hidePackages(dir: string, names: string[]): Promise<string[]> {
+  if ("Deno" in globalThis) {
+    const denoJson = new URL("../deno.json", import.meta.url);
+    const { imports } = JSON.parse(await readFile(denoJson, "utf8"));
+    const hidden = Object.fromEntries(names.map((name) => [
+      name,
+      `data:text/javascript,throw new Error('${name} is not installed (test)')`,
+    ]));
+    const map = join(dir, "import_map.json");
+    await writeFile(map, JSON.stringify({ imports: { ...imports, ...hidden } }));
+    return ["--import-map", map];
+  }
+  const hooks = join(dir, "hooks.mjs");
+  await writeFile(
+    hooks,
+    `const hidden = new Set(${JSON.stringify(names)});
+export async function resolve(specifier, context, next) {
+  if (hidden.has(specifier)) {
+    const error = new Error("Cannot find package '" + specifier + "' (hidden by the test)");
+    error.code = "ERR_MODULE_NOT_FOUND";
+    throw error;
+  }
+  return next(specifier, context);
+}
+`,
+  );
+  const register = join(dir, "register.mjs");
+  await writeFile(
+    register,
+    `import { register } from "node:module";\nregister(${
+      JSON.stringify(pathToFileURL(hooks).href)
+    });\n`,
+  );
+  return ["--import", pathToFileURL(register).href];
 }

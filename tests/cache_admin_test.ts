@@ -9,16 +9,17 @@
 
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { fileURLToPath } from "node:url";
 import { entryKey, hashInput, registryKey } from "../src/keys.ts";
 import { freePort, startServer, type TestServer } from "./harness.ts";
 import {
   type AnyCache,
   cacheFor,
+  hidePackages,
   KINDS,
   type ProcessRun,
   runProcess,
@@ -76,39 +77,10 @@ function envName(server: TestServer | { kind: string }, suffix: string): string 
 
 /**
  * Runtime arguments under which the CLI cannot load iovalkey, as for a Node user who installed
- * only ioredis: under Deno an import map that keeps deno.json's ioredis and maps iovalkey to a
- * module that throws; under Node a resolve hook that reports iovalkey as not found. Files go to
- * `dir`.
+ * only ioredis.
  */
-async function withoutIovalkey(dir: string): Promise<string[]> {
-  if (IS_DENO) {
-    const { imports } = JSON.parse(await readFile(VERSION_FILE, "utf8"));
-    const map = join(dir, "import_map.json");
-    const missing = "data:text/javascript,throw new Error('iovalkey is not installed (test)')";
-    await writeFile(map, JSON.stringify({ imports: { ...imports, iovalkey: missing } }));
-    return ["--import-map", map];
-  }
-  const hooks = join(dir, "hooks.mjs");
-  await writeFile(
-    hooks,
-    `export async function resolve(specifier, context, next) {
-  if (specifier === "iovalkey") {
-    const error = new Error("Cannot find package 'iovalkey' (hidden by the test)");
-    error.code = "ERR_MODULE_NOT_FOUND";
-    throw error;
-  }
-  return next(specifier, context);
-}
-`,
-  );
-  const register = join(dir, "register.mjs");
-  await writeFile(
-    register,
-    `import { register } from "node:module";\nregister(${
-      JSON.stringify(pathToFileURL(hooks).href)
-    });\n`,
-  );
-  return ["--import", pathToFileURL(register).href];
+function withoutIovalkey(dir: string): Promise<string[]> {
+  return hidePackages(dir, ["iovalkey"]);
 }
 
 /** Whether this machine has an IPv6 loopback to listen on. */

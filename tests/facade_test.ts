@@ -5,7 +5,11 @@
 
 import { after, afterEach, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import {
   cacheClearAll,
   cacheClearCompany,
@@ -28,7 +32,7 @@ import {
   ValkeyCache,
 } from "../mod.ts";
 import { freePort, startServer, type TestServer } from "./harness.ts";
-import { KINDS, quietLogger, sleep } from "./_helpers.ts";
+import { hidePackages, KINDS, quietLogger, runProcess, runtimeEnv, sleep } from "./_helpers.ts";
 
 function envFor(server: TestServer): Record<string, string> {
   const prefix = server.kind === "redis" ? "REDIS" : "VALKEY";
@@ -183,3 +187,47 @@ for (const kind of KINDS) {
     });
   });
 }
+
+describe("no client package can be loaded", () => {
+  /** Runs tests/no_client_worker with `packages` hidden and `env`; returns what it printed. */
+  async function setCacheWithout(
+    packages: string[],
+    env: Record<string, string>,
+  ): Promise<{ dependency?: boolean; message?: string; connected?: boolean }> {
+    const dir = await mkdtemp(join(tmpdir(), "cache-no-client-"));
+    try {
+      const isDeno = "Deno" in globalThis;
+      const file = fileURLToPath(
+        new URL(`./no_client_worker.${isDeno ? "ts" : "js"}`, import.meta.url),
+      );
+      const hide = await hidePackages(dir, packages);
+      const args = isDeno
+        ? ["run", ...hide, "--allow-env", "--allow-read", "--allow-net=127.0.0.1", file]
+        : [...hide, file];
+      const run = await runProcess(args, { env: { ...runtimeEnv(), ...env }, timeoutMs: 30_000 });
+      const line = run.stdout.trim().split("\n").pop() ?? "";
+      assert.ok(line.startsWith("{"), `worker output: ${run.stdout}${run.stderr}`);
+      return JSON.parse(line);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  it("REDIS_HOST only: the error names ioredis, the client of the server configured", async () => {
+    const result = await setCacheWithout(["ioredis", "iovalkey"], {
+      REDIS_HOST: "127.0.0.1",
+      REDIS_PORT: String(await freePort()),
+    });
+    assert.equal(result.dependency, true, JSON.stringify(result));
+    assert.match(result.message!, /install ioredis \(npm install ioredis\)/);
+  });
+
+  it("VALKEY_HOST: the error names iovalkey first", async () => {
+    const result = await setCacheWithout(["ioredis", "iovalkey"], {
+      VALKEY_HOST: "127.0.0.1",
+      VALKEY_PORT: String(await freePort()),
+    });
+    assert.equal(result.dependency, true, JSON.stringify(result));
+    assert.match(result.message!, /install iovalkey \(npm install iovalkey\)/);
+  });
+});
