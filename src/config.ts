@@ -11,7 +11,7 @@
 
 import { CacheConfigError } from "./errors.ts";
 import { type EnvRecord, readEnv } from "./runtime.ts";
-import { DEFAULT_MAX_VALUE_BYTES } from "./values.ts";
+import { DEFAULT_MAX_VALUE_BYTES, MAX_TTL_SECONDS } from "./values.ts";
 
 /**
  * Options of `new RedisConfig(options)` / `new ValkeyConfig(options)`. Every field is optional;
@@ -109,8 +109,9 @@ export interface RedisConfigOptions {
    */
   timeout?: number;
   /**
-   * Default entry TTL in seconds (a positive finite number, fractions allowed); `null` stores
-   * entries without expiry.
+   * Default entry TTL in seconds (a positive finite number, fractions allowed, at most
+   * 9,007,199,254,740 s, about 285,000 years: longer would overflow the servers' 64-bit
+   * millisecond expiry); `null` stores entries without expiry.
    *
    * @default {3600}
    */
@@ -241,7 +242,8 @@ const EXPECTED: Readonly<Record<FieldName, string>> = {
   maxConnections: "an integer >= 1",
   retryOnTimeout: "a boolean",
   timeout: "a positive finite number of seconds (fractions allowed, e.g. 0.5)",
-  ttl: "a positive finite number of seconds (fractions allowed), or null for no expiry",
+  ttl:
+    `a positive finite number of seconds (fractions allowed) up to ${MAX_TTL_SECONDS}, or null for no expiry`,
   prefix: "a string",
   tls: "a boolean",
   tlsCa: "a non-empty path to a CA certificate file",
@@ -311,7 +313,13 @@ function checkField(field: FieldName, value: unknown, label: string, shown: stri
       return value;
     case "ttl":
       if (value === null) return value;
-      if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) throw fail();
+      // Over the maximum, every write would fail on the server (PX overflows 64-bit ms).
+      if (
+        typeof value !== "number" || !Number.isFinite(value) || value <= 0 ||
+        value > MAX_TTL_SECONDS
+      ) {
+        throw fail();
+      }
       return value;
     case "retryOnTimeout":
     case "tls":
@@ -443,12 +451,12 @@ function parseEnvField(field: FieldName, name: string, raw: string): unknown {
       const lower = text.toLowerCase();
       if (lower === "none" || lower === "null") return null;
       const value = NUMBER.test(text) ? Number(text.replaceAll("_", "")) : NaN;
-      if (!Number.isFinite(value) || value <= 0) {
+      if (!Number.isFinite(value) || value <= 0 || value > MAX_TTL_SECONDS) {
         throw invalid(
           name,
           shown,
-          'a positive number of seconds (fractions allowed, e.g. 3600), or "none" / "null" for ' +
-            "no expiry",
+          `a positive number of seconds up to ${MAX_TTL_SECONDS} (fractions allowed, e.g. ` +
+            '3600), or "none" / "null" for no expiry',
         );
       }
       return value;

@@ -32,6 +32,11 @@ export class CacheError extends Error {
  * A key input, tenant id, TTL or value that the cache cannot accept. Thrown before anything is
  * sent to the server, so nothing is written.
  *
+ * Among them: a key input JSON cannot carry (`undefined`, a function, a `Map`, `NaN`, ...) or
+ * nested more than 1,000 levels deep (`MAX_NESTING_DEPTH`; the message names the path, such as
+ * `input.a[2]`), and a TTL that is not a positive number of seconds up to 9,007,199,254,740
+ * (about 285,000 years, `MAX_TTL_SECONDS`: the servers count expiry in 64-bit milliseconds).
+ *
  * @example Rejecting an empty tenant id
  * ```ts
  * import { CacheInputError, MemoryCache } from "@core-lib/cache";
@@ -55,8 +60,13 @@ export class CacheInputError extends CacheError {
 }
 
 /**
- * A value that cannot be stored as JSON text (BigInt, circular, NaN, a function) or whose JSON
- * exceeds the configured maximum size.
+ * A value that JSON cannot carry faithfully, so it would not read back as it was stored:
+ * `undefined` (also as a property or an array entry), functions, symbols, BigInt, `NaN` /
+ * `Infinity`, circular references, objects other than arrays and plain objects without a
+ * `toJSON` method (`Map`, `Set`, typed arrays, `RegExp`, `Error`, boxed primitives, class
+ * instances), also inside what a `toJSON` returns; a value nested more than 1,000 levels deep;
+ * or a value whose JSON exceeds the configured maximum size. The message names what was refused
+ * and where, such as `value.items[3].when`. A subclass of `CacheInputError`.
  *
  * @example Rejecting a circular value
  * ```ts

@@ -52,12 +52,22 @@ const SHORT_ESCAPES: Record<number, string> = {
  * @param input The cache key input.
  * @returns The canonical JSON text, pure ASCII.
  * @throws {CacheInputError} For `undefined`, functions, symbols, BigInt, `NaN`/`Infinity`,
- * circular references and non-plain objects without `toJSON` (Map, Set, class instances); the
- * message names the path, such as `input.a[2]`.
+ * circular references, non-plain objects without `toJSON` (Map, Set, class instances) and
+ * nesting deeper than {@linkcode MAX_NESTING_DEPTH} levels; the message names the path, such as
+ * `input.a[2]`.
  */
 export function canonicalJson(input: unknown): string {
   return write(input, "", { path: [], stack: [] }, 0);
 }
+
+/**
+ * The deepest nesting of arrays and objects accepted in a key input or a value: 1,000 levels
+ * (`[[1]]` is 2 levels, a scalar 0). Deeper data is a typed error, never the engine's
+ * `RangeError` of a full call stack: `CacheInputError` for a key input,
+ * `CacheSerializationError` for a value. Python's `json` module, which reads the same entries,
+ * stops at about this depth too (its default recursion limit is 1,000).
+ */
+export const MAX_NESTING_DEPTH = 1000;
 
 /** The default maximum size of one key input's canonical JSON: 1 MiB. */
 export const DEFAULT_MAX_KEY_INPUT_BYTES = 1024 * 1024;
@@ -262,6 +272,16 @@ function write(value: unknown, key: string, walk: Walk, depth: number): string {
   }
   if (value === null) return "null";
 
+  // Checked before going one level down, so a deep input never reaches the engine's stack limit
+  // (a RangeError) however deep it is.
+  if (depth >= MAX_NESTING_DEPTH) {
+    throw reject(
+      walk,
+      depth,
+      `an array or object nested deeper than ${MAX_NESTING_DEPTH} levels`,
+      "key on a flatter input (Python's json.dumps stops near this depth too)",
+    );
+  }
   for (let i = 0; i < depth; i++) {
     if (walk.stack[i] === value) {
       throw reject(walk, depth, "a circular reference", "pass a tree of values without cycles");
@@ -382,20 +402,27 @@ function isLowSurrogate(unit: number): boolean {
 /** Builds the error for a value at `depth` that has no canonical JSON form. */
 function reject(walk: Walk, depth: number, what: string, fix: string): CacheInputError {
   return new CacheInputError(
-    `Cache key input holds ${what} at ${formatPath(walk.path, depth)}: ${fix}`,
+    `Cache key input holds ${what} at ${
+      formatPath("input", walk.path.slice(1, depth + 1))
+    }: ${fix}`,
   );
 }
 
-/** `input.a[2]["odd key"]` for the value at `depth`. */
-function formatPath(path: (string | number)[], depth: number): string {
-  let out = "input";
-  for (let d = 1; d <= depth; d++) {
-    const step = path[d];
-    if (typeof step === "number") out += `[${step}]`;
-    else if (IDENTIFIER.test(step)) out += `.${step}`;
-    else out += `[${JSON.stringify(step)}]`;
-  }
-  return out;
+/** Paths longer than this many steps are shortened in messages to their first and last steps. */
+const PATH_SHOWN = 12;
+
+/**
+ * `input.a[2]["odd key"]`: where a refused value sits, from `root` through `steps` (numbers are
+ * array indexes). A path of a deeply nested value is shortened to its ends and its length, so a
+ * message stays readable at any depth.
+ */
+export function formatPath(root: string, steps: readonly (string | number)[]): string {
+  const step = (s: string | number) =>
+    typeof s === "number" ? `[${s}]` : IDENTIFIER.test(s) ? `.${s}` : `[${JSON.stringify(s)}]`;
+  if (steps.length <= PATH_SHOWN) return root + steps.map(step).join("");
+  return `${root}${steps.slice(0, PATH_SHOWN - 2).map(step).join("")}…${
+    steps.slice(-2).map(step).join("")
+  } (${steps.length} steps)`;
 }
 
 /** A short, safe description of a rejected companyId for an error message. */

@@ -14,6 +14,7 @@ import {
   entryKey,
   globEscape,
   hashInput,
+  MAX_NESTING_DEPTH,
   normalizeCompanyId,
   registryKey,
 } from "../src/keys.ts";
@@ -168,6 +169,51 @@ describe("canonicalJson rejections", () => {
       assert.throws(() => hashInput(input), CacheInputError);
     });
   }
+});
+
+describe("canonicalJson nesting depth", () => {
+  const arrays = (levels: number, leaf: unknown = 1) => {
+    let input = leaf;
+    for (let i = 0; i < levels; i++) input = [input];
+    return input;
+  };
+  const objects = (levels: number, leaf: unknown = null) => {
+    let input = leaf;
+    for (let i = 0; i < levels; i++) input = { a: input };
+    return input;
+  };
+
+  it("accepts exactly MAX_NESTING_DEPTH (1,000) levels", () => {
+    assert.equal(MAX_NESTING_DEPTH, 1000);
+    assert.equal(canonicalJson(arrays(1000)), "[".repeat(1000) + "1" + "]".repeat(1000));
+    assert.equal(
+      canonicalJson(objects(1000)),
+      '{"a": '.repeat(1000) + "null" + "}".repeat(1000),
+    );
+    assert.match(hashInput(objects(1000, "x")), /^[0-9a-f]{64}$/);
+  });
+
+  for (const levels of [1001, 10_000, 100_000]) {
+    it(`refuses ${levels} levels with a CacheInputError, never a RangeError`, () => {
+      for (const input of [arrays(levels), objects(levels), [{ k: objects(levels) }]]) {
+        for (const call of [() => canonicalJson(input), () => hashInput(input)]) {
+          assert.throws(call, (error: unknown) => {
+            assert.ok(error instanceof CacheInputError, `expected CacheInputError, got ${error}`);
+            assert.match(error.message, /nested deeper than 1000 levels at input[[.]/);
+            assert.match(error.message, /\(1000 steps\)/, "the path is shortened, not 1000 steps");
+            assert.ok(error.message.length < 400, `message of ${error.message.length} chars`);
+            return true;
+          });
+        }
+      }
+    });
+  }
+
+  it("counts depth through toJSON results", () => {
+    const wrapped = { toJSON: () => arrays(1000) };
+    assert.throws(() => canonicalJson([wrapped]), /nested deeper than 1000 levels/);
+    assert.equal(canonicalJson({ toJSON: () => arrays(999) }).length, 1999);
+  });
 });
 
 describe("hashInput", () => {
