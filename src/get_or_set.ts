@@ -28,7 +28,7 @@ import type { FaultLog } from "./log.ts";
 import { randomToken } from "./runtime.ts";
 import type { Histogram, Metrics } from "./stats.ts";
 import type { Compute, GetOrSetOptions } from "./types.ts";
-import { parseValue, serializeValue, ttlToMs } from "./values.ts";
+import { MAX_TTL_SECONDS, parseValue, serializeValue, ttlToMs } from "./values.ts";
 
 /** The default `lockTimeout`, in seconds. */
 export const DEFAULT_LOCK_TIMEOUT = 10;
@@ -490,6 +490,13 @@ function resolvePlan(options: GetOrSetOptions | undefined, defaultTtl: number | 
       `Invalid staleWhileRevalidate ${
         String(swr)
       }: pass a number of seconds, 0 or omit it to turn it off`,
+    );
+  }
+  // The entry is stored for ttl + staleWhileRevalidate: together they must fit the servers' TTL.
+  if (ttlMs !== 0 && ttlMs + Math.ceil(swr * 1000) > MAX_TTL_SECONDS * 1000) {
+    throw new CacheInputError(
+      `Invalid staleWhileRevalidate ${swr}: the entry is kept for ttl + staleWhileRevalidate, ` +
+        `which must be at most ${MAX_TTL_SECONDS} seconds`,
     );
   }
   return {

@@ -297,14 +297,6 @@ function checkSize(text: string, maxBytes: number): void {
   }
 }
 
-/** Checks one `setMany` entry is an `[input, value]` pair and returns it as one. */
-export function entryPair(entry: unknown): readonly [unknown, unknown] {
-  if (!Array.isArray(entry) || entry.length !== 2) {
-    throw new CacheInputError("Invalid setMany entry: pass an array of [input, value] pairs");
-  }
-  return entry as [unknown, unknown];
-}
-
 /** Parses stored JSON text; throws the parser's SyntaxError for text that is not JSON. */
 export function parseValue<T>(text: string): T {
   return JSON.parse(text) as T;

@@ -4,6 +4,7 @@
  */
 
 import { spawn } from "node:child_process";
+import { createServer } from "node:net";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -171,4 +172,23 @@ export async function resolve(specifier, context, next) {
     });\n`,
   );
   return ["--import", pathToFileURL(register).href];
+}
+
+/**
+ * Whether this machine has an IPv6 loopback to listen on. A machine without one may neither
+ * fail nor succeed at listening on `::1`: the answer is "no" after a second.
+ */
+export async function hasIpv6Loopback(): Promise<boolean> {
+  const probe = createServer();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), 1_000);
+      probe.once("error", () => resolve(false));
+      probe.listen(0, "::1", () => resolve(true));
+    });
+  } finally {
+    clearTimeout(timer);
+    probe.close();
+  }
 }

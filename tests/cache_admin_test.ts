@@ -10,7 +10,6 @@
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -19,6 +18,7 @@ import { freePort, startServer, type TestServer } from "./harness.ts";
 import {
   type AnyCache,
   cacheFor,
+  hasIpv6Loopback,
   hidePackages,
   KINDS,
   type ProcessRun,
@@ -81,22 +81,6 @@ function envName(server: TestServer | { kind: string }, suffix: string): string 
  */
 function withoutIovalkey(dir: string): Promise<string[]> {
   return hidePackages(dir, ["iovalkey"]);
-}
-
-/** Whether this machine has an IPv6 loopback to listen on. */
-async function hasIpv6Loopback(): Promise<boolean> {
-  const probe = createServer();
-  try {
-    await new Promise<void>((resolve, reject) => {
-      probe.once("error", reject);
-      probe.listen(0, "::1", () => resolve());
-    });
-    return true;
-  } catch {
-    return false;
-  } finally {
-    probe.close();
-  }
 }
 
 const IPV6 = await hasIpv6Loopback();

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { createServer } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { inspect } from "node:util";
 import { backendCandidates } from "../src/backend_choice.ts";
@@ -16,7 +15,7 @@ import { entryKey, hashInput } from "../src/keys.ts";
 import { RedisCache } from "../src/redis.ts";
 import type { EnvRecord } from "../src/runtime.ts";
 import { ValkeyCache } from "../src/valkey.ts";
-import { collectingLogger, KINDS } from "./_helpers.ts";
+import { collectingLogger, hasIpv6Loopback, KINDS } from "./_helpers.ts";
 import { freePort, startServer, type TestServer } from "./harness.ts";
 
 /** `Deno.inspect` on Deno; under Node (the npm build's run) only `util.inspect` is checked. */
@@ -888,22 +887,6 @@ describe("backendCandidates (the choice setCache() and the admin CLI share)", ()
     assertConfigError(() => backendCandidates({ VALKEY_PORT: "abc" }), "VALKEY_PORT");
   });
 });
-
-/** Whether this machine has an IPv6 loopback to listen on. */
-async function hasIpv6Loopback(): Promise<boolean> {
-  const server = createServer();
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(0, "::1", () => resolve());
-    });
-    return true;
-  } catch {
-    return false;
-  } finally {
-    server.close();
-  }
-}
 
 const IPV6 = await hasIpv6Loopback();
 

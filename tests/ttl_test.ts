@@ -191,6 +191,24 @@ for (const kind of BACKENDS) {
       assert.equal(await size(), 0, "nothing written");
     });
 
+    it("getOrSet: ttl + staleWhileRevalidate over the maximum is a CacheInputError", async () => {
+      let computed = 0;
+      for (const staleWhileRevalidate of [1e16, MAX_TTL_SECONDS]) {
+        await rejectsNamingMaximum(
+          () => cache.getOrSet("k", () => ++computed, { ttl: 60, staleWhileRevalidate }),
+          CacheInputError,
+          `staleWhileRevalidate ${staleWhileRevalidate}`,
+          /at most 9007199254740 seconds/,
+        );
+      }
+      assert.equal(computed, 0, "refused before compute()");
+      assert.equal(await size(), 0, "nothing written");
+      // Up to the maximum in all is stored.
+      const options = { ttl: 60, staleWhileRevalidate: MAX_TTL_SECONDS - 60 };
+      assert.equal(await cache.getOrSet("k", () => "v", options), "v");
+      assert.equal(await cache.get("k"), "v");
+    });
+
     it("a default TTL over the maximum is refused by the provider and by setCache", async () => {
       for (const ttl of TOO_LARGE) {
         assert.throws(
