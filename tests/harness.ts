@@ -18,12 +18,20 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { accessSync, constants, rmSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import process from "node:process";
 import { setTimeout as delay } from "node:timers/promises";
-import { HOST, pingOnce, READY_TIMEOUT_MS, redisUrl, serverArgs } from "./server_start.ts";
+import {
+  HOST,
+  pingOnce,
+  READY_TIMEOUT_MS,
+  redisUrl,
+  respCommand,
+  serverArgs,
+} from "./server_start.ts";
 
 /** The server implementations the harness can start. */
 export type ServerKind = "redis" | "valkey";
@@ -47,6 +55,7 @@ export interface StartOptions {
   /**
    * The suite flushes, reconfigures, kills or pauses the server: start one even when
    * `REDIS_URL` / `VALKEY_URL` names an existing server, which such a suite must never touch.
+   * (`args`, `password`, `tls` and `port` imply it: an existing server cannot be given them.)
    */
   own?: boolean;
 }
@@ -138,7 +147,11 @@ export async function startServer(
   options: StartOptions = {},
 ): Promise<TestServer> {
   const envUrl = process.env[kind === "redis" ? "REDIS_URL" : "VALKEY_URL"];
-  if (envUrl && !options.own) return new ExternalServer(kind, envUrl);
+  // A server with settings of its own (arguments, a password, TLS, a port) is always started:
+  // an existing server cannot be given them.
+  const plain = !options.own && options.args === undefined && options.password === undefined &&
+    !options.tls && options.port === undefined;
+  if (envUrl && plain) return await ExternalServer.open(kind, envUrl);
   const dir = await mkdtemp(join(tmpdir(), `cache-test-${kind}-`));
   liveDirs.add(dir);
   try {
@@ -334,6 +347,58 @@ export async function makeTlsFiles(dir: string): Promise<TlsFiles> {
     ext,
   ], dir);
   return files;
+}
+
+/** redis-cli's connection arguments for a `redis://` / `rediss://` URL (its db aside). */
+function cliConnection(url: URL): string[] {
+  const host = url.hostname.replace(/^\[(.*)\]$/, "$1") || HOST;
+  const conn = ["-h", host, "-p", url.port || "6379"];
+  const user = decodeURIComponent(url.username);
+  const password = decodeURIComponent(url.password);
+  if (user && user !== "default") conn.push("--user", user);
+  if (password) conn.push("-a", password, "--no-auth-warning");
+  if (url.protocol === "rediss:") conn.push("--tls");
+  return conn;
+}
+
+/**
+ * Opens a connection to the server at `url` named `name` (CLIENT SETNAME) and reads its CLIENT
+ * ID. The socket is unref'd: holding a claim never keeps the test process alive.
+ */
+function claimConnection(url: URL, name: string): Promise<{ socket: Socket; id: number }> {
+  return new Promise((resolve, reject) => {
+    const host = url.hostname.replace(/^\[(.*)\]$/, "$1") || HOST;
+    const port = Number(url.port || 6379);
+    const socket: Socket = url.protocol === "rediss:"
+      ? tlsConnect({ host, port, rejectUnauthorized: false })
+      : connect({ host, port });
+    const user = decodeURIComponent(url.username);
+    const password = decodeURIComponent(url.password);
+    let reply = "";
+    const timer = setTimeout(() => fail(new Error("harness: no reply to the claim")), 5_000);
+    const fail = (error: Error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(error);
+    };
+    socket.setEncoding("utf8");
+    socket.on(url.protocol === "rediss:" ? "secureConnect" : "connect", () => {
+      const auth = password ? respCommand("AUTH", ...(user ? [user] : []), password) : "";
+      socket.write(
+        `${auth}${respCommand("CLIENT", "SETNAME", name)}${respCommand("CLIENT", "ID")}`,
+      );
+    });
+    socket.on("data", (chunk: string) => {
+      reply += chunk;
+      if (/^-/m.test(reply)) return fail(new Error(`harness: claim refused: ${reply.trim()}`));
+      const id = /^:(\d+)\r\n/m.exec(reply);
+      if (!id) return;
+      clearTimeout(timer);
+      socket.unref();
+      resolve({ socket, id: Number(id[1]) });
+    });
+    socket.on("error", fail);
+  });
 }
 
 /**
@@ -655,6 +720,19 @@ class SpawnedServer implements TestServer {
   }
 }
 
+/** The name a harness connection holds while its process uses a database of an external server. */
+const CLAIM_NAME = "core-lib-cache-test-db";
+/** Databases tried on an external server, highest first (the user's data is usually in 0). */
+const CLAIMABLE_DBS = [15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1];
+
+/**
+ * A server named by `REDIS_URL` / `VALKEY_URL`. Its data is the user's: the handle runs the
+ * tests in a database of their own, one that was empty when claimed, and claimed by holding a
+ * connection named `core-lib-cache-test-db<N>` (several test processes at once each get their
+ * own: the connection with the lowest CLIENT ID wins a database). Within it the tests see an
+ * exclusive server and FLUSHDB is allowed; `stop()` empties it again and lets it go. What
+ * would touch the rest of the server (FLUSHALL, SCRIPT FLUSH, CONFIG SET, ...) is refused.
+ */
 class ExternalServer implements TestServer {
   readonly kind: ServerKind;
   readonly host: string;
@@ -663,23 +741,47 @@ class ExternalServer implements TestServer {
   readonly tlsCa: string | undefined = undefined;
   readonly external = true;
   readonly pid = undefined;
+  /** The database claimed for this handle. */
+  readonly db: number;
   readonly #connArgs: string[];
+  readonly #claim: Socket;
+  #stopped: Promise<void> | undefined;
 
-  constructor(kind: ServerKind, url: string) {
+  private constructor(kind: ServerKind, url: string, db: number, claim: Socket) {
     const parsed = new URL(url);
     this.kind = kind;
-    this.url = url;
+    this.db = db;
+    parsed.pathname = `/${db}`;
+    this.url = parsed.href;
     this.host = parsed.hostname.replace(/^\[(.*)\]$/, "$1") || HOST;
     this.port = parsed.port ? Number(parsed.port) : 6379;
-    const conn = ["-h", this.host, "-p", String(this.port)];
-    const user = decodeURIComponent(parsed.username);
-    const password = decodeURIComponent(parsed.password);
-    if (user && user !== "default") conn.push("--user", user);
-    if (password) conn.push("-a", password, "--no-auth-warning");
-    const db = parsed.pathname.replace(/^\//, "");
-    if (/^\d+$/.test(db)) conn.push("-n", db);
-    if (parsed.protocol === "rediss:") conn.push("--tls");
-    this.#connArgs = conn;
+    this.#connArgs = [...cliConnection(parsed), "-n", String(db)];
+    this.#claim = claim;
+  }
+
+  /** A handle on a database of the server at `url` that no one uses. */
+  static async open(kind: ServerKind, url: string): Promise<ExternalServer> {
+    const parsed = new URL(url);
+    const conn = cliConnection(parsed);
+    for (const db of CLAIMABLE_DBS) {
+      const size = await runCli(kind, [...conn, "-n", String(db)], ["DBSIZE"]).catch(() => "");
+      if (size !== "0") continue; // in use, or no such database
+      const name = `${CLAIM_NAME}${db}`;
+      const claim = await claimConnection(parsed, name);
+      const holders = (await runCli(kind, conn, ["CLIENT", "LIST"])).split("\n")
+        .filter((line) => line.includes(` name=${name} `))
+        .map((line) => Number(/\bid=(\d+)/.exec(line)?.[1]));
+      const stillEmpty = await runCli(kind, [...conn, "-n", String(db)], ["DBSIZE"]) === "0";
+      if (stillEmpty && Math.min(...holders) === claim.id) {
+        return new ExternalServer(kind, url, db, claim.socket);
+      }
+      claim.socket.destroy();
+    }
+    throw new Error(
+      `harness: no empty database (1-15) to test in on the server of ${
+        kind === "redis" ? "REDIS_URL" : "VALKEY_URL"
+      }; the tests never write to a database that holds data`,
+    );
   }
 
   #refusal(what: string): Error {
@@ -708,12 +810,20 @@ class ExternalServer implements TestServer {
 
   cli(...args: string[]): Promise<string> {
     const refused = destructiveCommand(args);
-    if (refused) return Promise.reject(this.#refusal(`cli("${refused}")`));
+    // FLUSHDB stays within the database this handle claimed, empty when claimed.
+    if (refused && refused !== "FLUSHDB") {
+      return Promise.reject(this.#refusal(`cli("${refused}")`));
+    }
     return runCli(this.kind, this.#connArgs, args);
   }
 
   stop(): Promise<void> {
-    return Promise.resolve();
+    this.#stopped ??= (async () => {
+      // What the tests wrote goes; the database was empty and held by this handle throughout.
+      await runCli(this.kind, this.#connArgs, ["FLUSHDB"]).catch(() => {});
+      this.#claim.destroy();
+    })();
+    return this.#stopped;
   }
 
   [Symbol.asyncDispose](): Promise<void> {

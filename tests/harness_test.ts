@@ -41,7 +41,7 @@ describe("freePort", () => {
 for (const kind of SERVER_KINDS) {
   describe(`${kind} harness`, () => {
     it("start, cli, kill, restart, pause, resume, stop", async () => {
-      const server = await startServer(kind);
+      const server = await startServer(kind, { own: true });
       try {
         assert.equal(server.kind, kind);
         assert.equal(server.external, false);
@@ -79,7 +79,7 @@ for (const kind of SERVER_KINDS) {
     });
 
     it("stop() ends a paused server", async () => {
-      await using server = await startServer(kind);
+      await using server = await startServer(kind, { own: true });
       server.pause();
       await server.stop();
       assert.equal(server.pid, undefined);
@@ -112,7 +112,7 @@ for (const kind of SERVER_KINDS) {
       try {
         const external = await startServer(kind);
         assert.equal(external.external, true);
-        assert.equal(external.url, real.url);
+        assert.equal(external.url, `${real.url}/15`, "the tests run in a database of their own");
         assert.equal(external.host, "127.0.0.1");
         assert.equal(external.port, real.port);
         assert.equal(external.pid, undefined);
@@ -138,7 +138,7 @@ for (const kind of SERVER_KINDS) {
 
     it("an external server is never flushed, reconfigured or script-flushed", async () => {
       const env = kind === "redis" ? "REDIS_URL" : "VALKEY_URL";
-      await using real = await startServer(kind);
+      await using real = await startServer(kind, { own: true });
       await real.cli("SET", "users-own-key", "keep me");
       const saved = process.env[env];
       process.env[env] = real.url;
@@ -147,7 +147,6 @@ for (const kind of SERVER_KINDS) {
         for (
           const command of [
             ["FLUSHALL"],
-            ["flushdb", "ASYNC"],
             ["SCRIPT", "FLUSH"],
             ["CONFIG", "SET", "maxmemory", "1mb"],
             ["CONFIG", "RESETSTAT"],
@@ -161,8 +160,28 @@ for (const kind of SERVER_KINDS) {
             command.join(" "),
           );
         }
-        assert.equal(await external.cli("GET", "users-own-key"), "keep me");
         assert.match(await real.cli("CONFIG", "GET", "maxmemory"), /^maxmemory\n0$/);
+        // The handle's database is its own: empty, and a FLUSHDB there flushes only it.
+        assert.equal(await external.cli("GET", "users-own-key"), "");
+        assert.equal(await external.cli("DBSIZE"), "0");
+        await external.cli("SET", "test-key", "1");
+        await external.cli("FLUSHDB");
+        assert.equal(await real.cli("GET", "users-own-key"), "keep me");
+        // A second handle (another test process) gets another database; a database holding
+        // data is never taken.
+        await real.cli("-n", "14", "SET", "someone-elses", "1");
+        const second = await startServer(kind);
+        try {
+          assert.notEqual(second.url, external.url);
+          assert.match(second.url, /\/13$/, "15 is held, 14 holds data: 13");
+        } finally {
+          await second.stop();
+        }
+        await external.cli("SET", "written-by-a-test", "1");
+        await external.stop();
+        assert.equal(await real.cli("-n", "15", "DBSIZE"), "0", "stop() removed what tests wrote");
+        assert.equal(await real.cli("-n", "14", "GET", "someone-elses"), "1");
+        assert.equal(await real.cli("GET", "users-own-key"), "keep me");
       } finally {
         if (saved === undefined) delete process.env[env];
         else process.env[env] = saved;

@@ -148,7 +148,7 @@ for (const kind of BACKENDS) {
     afterEach(async () => {
       await closeCache();
       await cache.clearAll();
-      if (server) await server.cli("FLUSHALL");
+      if (server) await server.cli("FLUSHDB");
     });
 
     /** Asserts the entry of `input` expires MAX_TTL_SECONDS from now (a minute of slack). */

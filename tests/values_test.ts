@@ -239,7 +239,7 @@ for (const kind of BACKENDS) {
     afterEach(async () => {
       await closeCache();
       await subject.cache.clearAll();
-      if (server) await server.cli("FLUSHALL");
+      if (server) await server.cli("FLUSHDB");
     });
 
     it("set, setMany and getOrSet refuse each one, naming what and where; nothing is written", async () => {
