@@ -46,12 +46,13 @@ export {
 export { RedisCache } from "./src/redis.ts";
 export { ValkeyCache } from "./src/valkey.ts";
 export { MemoryCache, type MemoryCacheOptions } from "./src/memory.ts";
-export {
-  type ClientConstructor,
-  type ProtocolClient,
-  type RedisCacheOptions,
-  RedisProtocolCache,
-} from "./src/provider.ts";
+export { type RedisCacheOptions, RedisProtocolCache } from "./src/provider.ts";
+export type {
+  ClientConstructor,
+  ClusterClient,
+  ClusterConstructor,
+  ProtocolClient,
+} from "./src/client_types.ts";
 export {
   type BackendName,
   hasValkeyEnv,
@@ -78,5 +79,4 @@ export type {
 export type { CacheEvent, CacheEventListener, CacheStats, OperationStats } from "./src/stats.ts";
 export type { CacheLogger } from "./src/log.ts";
 export type { ScriptClient } from "./src/scripts.ts";
-export type { ClusterClient, ClusterConstructor } from "./src/cluster.ts";
 export type { EnvRecord } from "./src/runtime.ts";

@@ -1,10 +1,11 @@
 /**
- * Coalescing of the calls made in one tick on a single server: after the tick's first call, the
- * GETs of concurrent `get` calls go out as one MGET, and the writes of concurrent `set` calls to
- * one registry with one TTL as one `set_and_register` call. A hundred callers in flight then cost
- * the client and the server two commands instead of a hundred (the per-command work of the client
- * library, about 4 µs of JavaScript, is what bounds 100 concurrent callers on one connection; a
- * script call costs the server about 5 µs before its first command).
+ * Coalescing of the calls made in one tick: after the tick's first call, the GETs of concurrent
+ * `get` calls go out as one MGET (one per slot in a cluster), and the writes of concurrent `set`
+ * calls to one registry with one TTL as one `set_and_register` call (a registry is one slot in a
+ * cluster too). A hundred callers in flight then cost the client and the server a few commands
+ * instead of a hundred (the per-command work of the client library, about 4 µs of JavaScript, is
+ * what bounds 100 concurrent callers; a script call costs the server about 5 µs before its first
+ * command).
  *
  * Order is kept: calls are sent in the order they were made, consecutive calls of the same kind
  * share a command, and any other command the provider sends first flushes what is pending
@@ -20,12 +21,17 @@ const MAX_KEYS = 1000;
 /** A coalesced write is sent once its values reach this many characters, so no command is huge. */
 const MAX_WRITE_CHARS = 1024 * 1024;
 
-/** Sends the coalesced commands; each is one command on the provider's connection. */
+/** Sends the coalesced commands; each is one command on the provider's connections. */
 export interface CoalescedSender {
   /** One GET. */
   get(key: string): Promise<string | null>;
-  /** One MGET, replies in key order. */
+  /** One MGET of keys of one group (see `groups`), replies in key order. */
   mget(keys: string[]): Promise<(string | null)[]>;
+  /**
+   * The positions of a read batch's keys grouped so that each group can be one MGET (by hash
+   * slot in a cluster); without it, a batch is one group.
+   */
+  groups?(keys: readonly string[]): number[][];
   /** One `set_and_register` call; resolves `false` on a fault (already logged), never rejects. */
   write(registry: string, keys: string[], texts: string[], ttlMs: number): Promise<boolean>;
 }
@@ -113,21 +119,33 @@ export class Coalescer {
     for (const batch of batches) {
       if (batch.kind === "write") {
         this.#send.write(batch.registry, batch.keys, batch.texts, batch.ttlMs).then(batch.resolve);
-      } else if (batch.keys.length === 1) {
-        const waiter = batch.waiters[0];
-        this.#send.get(batch.keys[0]).then(waiter.resolve, waiter.reject);
       } else {
-        const { waiters } = batch;
-        this.#send.mget(batch.keys).then(
-          (texts) => {
-            for (let i = 0; i < waiters.length; i++) waiters[i].resolve(texts[i]);
-          },
-          (error) => {
-            for (const waiter of waiters) waiter.reject(error);
-          },
-        );
+        const groups = batch.keys.length > 1 ? this.#send.groups?.(batch.keys) : undefined;
+        if (!groups || groups.length === 1) this.#sendReads(batch.keys, batch.waiters);
+        else {
+          for (const group of groups) {
+            this.#sendReads(group.map((i) => batch.keys[i]), group.map((i) => batch.waiters[i]));
+          }
+        }
       }
     }
+  }
+
+  /** One GET, or one MGET, for `keys`; each waiter is settled with its key's reply. */
+  #sendReads(keys: string[], waiters: ReadBatch["waiters"]): void {
+    if (keys.length === 1) {
+      const waiter = waiters[0];
+      this.#send.get(keys[0]).then(waiter.resolve, waiter.reject);
+      return;
+    }
+    this.#send.mget(keys).then(
+      (texts) => {
+        for (let i = 0; i < waiters.length; i++) waiters[i].resolve(texts[i]);
+      },
+      (error) => {
+        for (const waiter of waiters) waiter.reject(error);
+      },
+    );
   }
 
   #last(): Batch | undefined {

@@ -44,31 +44,6 @@ const POLL_FIRST_MS = 10;
 const computing = new AsyncLocalStorage<ReadonlySet<string>>();
 const POLL_MAX_MS = 100;
 
-/** `<prefix>generation:tenant:<companyId>` or `<prefix>generation:global`. */
-export function generationKey(prefix: string, companyId?: string): string {
-  return companyId === undefined
-    ? `${prefix}generation:global`
-    : `${prefix}generation:tenant:${companyId}`;
-}
-
-/** The clear-all epoch, `<prefix>generation:all`, which every clearAll increments. */
-export function allGenerationKey(prefix: string): string {
-  return `${prefix}generation:all`;
-}
-
-/**
- * The generation counter of a registry found by the clear-all SCAN:
- * `<prefix>registry:<scope>` → `<prefix>generation:<scope>`.
- */
-export function registryGenerationKey(prefix: string, registry: string): string {
-  return `${prefix}generation:${registry.slice(prefix.length + "registry:".length)}`;
-}
-
-/** `<prefix>lock:<entry key without the prefix>`. */
-export function lockKey(prefix: string, key: string): string {
-  return `${prefix}lock:${key.slice(prefix.length)}`;
-}
-
 /** The keys one getOrSet call addresses. */
 export interface FlowKeys {
   /** The entry key. */

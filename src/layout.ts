@@ -40,10 +40,36 @@
  * @module
  */
 
-import { allGenerationKey, lockKey, registryGenerationKey } from "./get_or_set.ts";
 import { entryKey, registryKey } from "./keys.ts";
 import { sha256Hex } from "./runtime.ts";
 import { hashTagOf } from "./slots.ts";
+
+// getOrSet's keys (src/get_or_set.ts), shared by every layout and by MemoryCache.
+
+/** `<prefix>generation:tenant:<companyId>` or `<prefix>generation:global`. */
+export function generationKey(prefix: string, companyId?: string): string {
+  return companyId === undefined
+    ? `${prefix}generation:global`
+    : `${prefix}generation:tenant:${companyId}`;
+}
+
+/** The clear-all epoch, `<prefix>generation:all`, which every clearAll increments. */
+export function allGenerationKey(prefix: string): string {
+  return `${prefix}generation:all`;
+}
+
+/**
+ * The generation counter of a registry found by the clear-all SCAN:
+ * `<prefix>registry:<scope>` → `<prefix>generation:<scope>`.
+ */
+export function registryGenerationKey(prefix: string, registry: string): string {
+  return `${prefix}generation:${registry.slice(prefix.length + "registry:".length)}`;
+}
+
+/** `<prefix>lock:<entry key without the prefix>`. */
+export function lockKey(prefix: string, key: string): string {
+  return `${prefix}lock:${key.slice(prefix.length)}`;
+}
 
 /** Where the provider's keys live: one implementation per server topology. */
 export interface KeyLayout {

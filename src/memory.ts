@@ -15,13 +15,8 @@ import {
   requireCompanyId,
 } from "./keys.ts";
 import { type CacheLogger, FaultLog } from "./log.ts";
-import { StandaloneLayout } from "./layout.ts";
-import {
-  allGenerationKey,
-  GetOrSetRunner,
-  type GetOrSetStore,
-  registryGenerationKey,
-} from "./get_or_set.ts";
+import { allGenerationKey, registryGenerationKey, StandaloneLayout } from "./layout.ts";
+import { GetOrSetRunner, type GetOrSetStore } from "./get_or_set.ts";
 import { type CacheEventListener, type CacheStats, type Histogram, Metrics } from "./stats.ts";
 import type {
   CacheBackend,

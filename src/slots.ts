@@ -79,3 +79,30 @@ function crcOf(bytes: Uint8Array): number {
   for (const byte of bytes) crc = ((crc << 8) & 0xff00) ^ CRC16_TABLE[((crc >> 8) ^ byte) & 0xff];
   return crc;
 }
+
+/**
+ * Groups the positions of `keys` by hash slot, in first-seen order, so each group can be one
+ * multi-key command and the replies put back in input order.
+ *
+ * @example Two slots
+ * ```ts
+ * import { groupBySlot } from "./slots.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const groups = groupBySlot(["{a}1", "{b}1", "{a}2"]);
+ * assert.deepEqual([...groups.values()], [[0, 2], [1]]);
+ * ```
+ *
+ * @param keys The keys of a batch.
+ * @returns Slot → positions in `keys`.
+ */
+export function groupBySlot(keys: readonly string[]): Map<number, number[]> {
+  const groups = new Map<number, number[]>();
+  for (let i = 0; i < keys.length; i++) {
+    const slot = keySlot(keys[i]);
+    const group = groups.get(slot);
+    if (group) group.push(i);
+    else groups.set(slot, [i]);
+  }
+  return groups;
+}

@@ -5,8 +5,8 @@
  */
 
 import { ValkeyConfig } from "./config.ts";
-import type { ClusterConstructor } from "./cluster.ts";
-import { type ClientConstructor, type RedisCacheOptions, RedisProtocolCache } from "./provider.ts";
+import type { ClientConstructor, ClusterConstructor } from "./client_types.ts";
+import { type RedisCacheOptions, RedisProtocolCache } from "./provider.ts";
 
 /**
  * A cache over Valkey through iovalkey (loaded by dynamic import, so Node users install it only

@@ -18,7 +18,7 @@ import {
   setCache,
 } from "../mod.ts";
 import { entryKey, hashInput } from "../src/keys.ts";
-import { lockKey } from "../src/get_or_set.ts";
+import { lockKey } from "../src/layout.ts";
 import { startServer, type TestServer } from "./harness.ts";
 import {
   type AnyCache,

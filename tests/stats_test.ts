@@ -17,7 +17,7 @@ import {
 } from "../mod.ts";
 import { Histogram, Metrics } from "../src/stats.ts";
 import { entryKey, hashInput } from "../src/keys.ts";
-import { lockKey } from "../src/get_or_set.ts";
+import { lockKey } from "../src/layout.ts";
 import { freePort, startServer, type TestServer } from "./harness.ts";
 import { type AnyCache, cacheFor, collectingLogger, KINDS, sleep } from "./_helpers.ts";
 

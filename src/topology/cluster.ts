@@ -1,0 +1,288 @@
+/**
+ * The cluster topology (Redis Cluster, Valkey Cluster): `Cluster` clients of ioredis / iovalkey,
+ * each under a deadline watch (with one master down the others keep answering, so only a
+ * per-command deadline bounds a call), with an auto-pipelined twin for reads; batches split by
+ * hash slot; scans and script loads on every master; the hash-tagged layout and the upkeep that
+ * declares every key to its scripts.
+ *
+ * @module
+ */
+
+import type { ClusterClient, ClusterConstructor, ProtocolClient } from "../client_types.ts";
+import { watchDeadlines } from "../deadline_watch.ts";
+import { ClusterLayout } from "../layout.ts";
+import { SlotUpkeep } from "../registry_upkeep.ts";
+import {
+  loadScriptSources,
+  registerScripts,
+  runScript,
+  type Script,
+  type ScriptClient,
+  type ScriptName,
+} from "../scripts.ts";
+import type { Scanner, Servers, Topology, TopologyOptions } from "../servers.ts";
+import { groupBySlot } from "../slots.ts";
+import type { StallWatch } from "../stall_watch.ts";
+import {
+  clusterOptions,
+  clusterScriptClient,
+  readWithFallback,
+  seedNodes,
+} from "./cluster_client.ts";
+import {
+  closeAll,
+  connectionFault,
+  loadLibrary,
+  send,
+  tlsOptions,
+  untilReady,
+  withTimeout,
+} from "./connection.ts";
+
+/** The cluster topology for `options` (no I/O until `open()`). */
+export function clusterTopology(options: TopologyOptions): Topology {
+  const { config } = options;
+  return {
+    servers: new ClusterServers(options),
+    layout: new ClusterLayout(config.prefix, {
+      tenantBuckets: config.clusterTenantBuckets,
+      globalBuckets: config.clusterGlobalBuckets,
+    }),
+    upkeep: (context) => new SlotUpkeep(context),
+  };
+}
+
+/** A pool of `Cluster` clients. */
+export class ClusterServers implements Servers {
+  readonly where: string;
+  readonly #options: TopologyOptions;
+  readonly #autoPipelining: boolean;
+  #clients: ClusterClient[] = [];
+  /** What runs the scripts of `#clients[i]`: a script client that loads on every master. */
+  #scriptClients: ScriptClient[] = [];
+  /** With auto-pipelining: a private pipelined client per `#clients[i]`, for reads. */
+  #readers: ClusterClient[] = [];
+  #watches: StallWatch[] = [];
+  #next = 0;
+  #scripts: Record<ScriptName, Script> | undefined;
+  #closed = false;
+  #lastConnectionError: unknown;
+
+  /** @param options The provider's settings. */
+  constructor(options: TopologyOptions) {
+    this.#options = options;
+    this.#autoPipelining = options.autoPipelining ?? true;
+    this.where = `cluster ${options.config.clusterNodes.join(",")}`;
+  }
+
+  get client(): ProtocolClient | null {
+    return this.#clients[0] ?? null;
+  }
+
+  get lastConnectionError(): unknown {
+    return this.#lastConnectionError;
+  }
+
+  async open(): Promise<void> {
+    if (this.#closed) return;
+    this.#scripts ??= await loadScriptSources();
+    if (this.#clients.length === 0) {
+      const { config, envPrefix, timeoutMs } = this.#options;
+      const tls = config.tls ? await tlsOptions(config, envPrefix) : undefined;
+      // A close() during the awaits above found no connection to close: open none now.
+      if (this.#closed) return;
+      // Each node is checked against its own host name, not the first seed's.
+      if (tls) delete tls.servername;
+      const Cluster = await loadLibrary(
+        () => this.#options.loadCluster(),
+        this.#options.clientPackage,
+      );
+      if (this.#closed) return;
+      for (let i = 0; i < this.#options.poolSize; i++) {
+        const cluster = this.#createClient(Cluster, tls, false);
+        this.#clients.push(cluster);
+        if (this.#autoPipelining) this.#readers.push(this.#createClient(Cluster, tls, true));
+        this.#scriptClients.push(
+          clusterScriptClient(cluster, (promise, what) => withTimeout(promise, timeoutMs, what)),
+        );
+      }
+    }
+  }
+
+  async ready(): Promise<void> {
+    await withTimeout(
+      Promise.all([
+        ...this.#clients.map((client) => this.#ready(client, true)),
+        ...this.#readers.map((reader) => this.#ready(reader, false)),
+      ]),
+      this.#options.timeoutMs,
+      "connect",
+    );
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const watch of this.#watches) watch.stop();
+    await closeAll([...this.#clients, ...this.#readers], this.#options.timeoutMs);
+  }
+
+  /** Every master of every client answers PONG. */
+  async ping(): Promise<boolean> {
+    if (this.#clients.length === 0) return false;
+    const replies = await withTimeout(
+      Promise.all(this.#clients.flatMap((client) => client.nodes("master").map((n) => n.ping()))),
+      this.#options.timeoutMs,
+      "health check",
+    );
+    return replies.every((reply) => reply === "PONG");
+  }
+
+  /** A GET, pipelined (with a fallback on redirections) or on the plain client. */
+  get(key: string): Promise<string | null> {
+    return send(() => this.#read((client) => client.get(key)));
+  }
+
+  /** An MGET of one slot, pipelined like a GET. */
+  mget(keys: string[]): Promise<(string | null)[]> {
+    return send(() => this.#read((client) => client.mget(...keys)));
+  }
+
+  /** One group per hash slot: a multi-key command must stay within one. */
+  slotGroups(keys: readonly string[]): number[][] {
+    return [...groupBySlot(keys).values()];
+  }
+
+  /**
+   * MGET per hash slot, replies in key order. A slot whose MGET fails (its master down) reads as
+   * misses; the others are still served.
+   */
+  async readMany(
+    keys: string[],
+    onFault: (error: unknown) => void,
+  ): Promise<(string | null)[]> {
+    const client = this.#pick();
+    const texts: (string | null)[] = new Array(keys.length).fill(null);
+    await Promise.all([...groupBySlot(keys).values()].map(async (positions) => {
+      try {
+        const replies = await client.mget(...positions.map((i) => keys[i]));
+        positions.forEach((position, i) => texts[position] = replies[i]);
+      } catch (error) {
+        onFault(error);
+      }
+    }));
+    return texts;
+  }
+
+  exists(key: string): Promise<number> {
+    return send(() => this.#pick().exists(key));
+  }
+
+  run(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
+    // #scripts is set by open(); a call before it finds no connection and faults anyway.
+    const scripts = this.#scripts;
+    if (!scripts) return Promise.reject(new Error("not connected: call connect() first"));
+    return send(() =>
+      runScript(this.#scriptClients[this.#pickIndex()], scripts[script], keys, args)
+    );
+  }
+
+  /** Every master, each SCAN bounded by the timeout (node calls bypass the deadline watch). */
+  scanners(): Scanner[] {
+    const timeoutMs = this.#options.timeoutMs;
+    return this.#pick().nodes("master").map((node) => ({
+      scan: (cursor: string, ...args: (string | number)[]) =>
+        withTimeout(node.scan(cursor, ...args), timeoutMs, "scan"),
+    }));
+  }
+
+  srandmember(key: string, count: number): Promise<string[]> {
+    return send(() => this.#pick().srandmember(key, count));
+  }
+
+  srem(key: string, ...members: string[]): Promise<number> {
+    return send(() => this.#pick().srem(key, ...members));
+  }
+
+  sscan(key: string, cursor: string, count: number): Promise<[string, string[]]> {
+    return send(() => this.#pick().sscan(key, cursor, "COUNT", count));
+  }
+
+  /** A read on the next client in turn: through its pipelined twin when there is one. */
+  #read<T>(read: (client: ProtocolClient) => Promise<T>): Promise<T> {
+    const i = this.#pickIndex();
+    const reader = this.#readers[i];
+    return reader === undefined
+      ? read(this.#clients[i])
+      : readWithFallback(reader, this.#clients[i], read, this.#options.timeoutMs);
+  }
+
+  #pick(): ClusterClient {
+    return this.#clients[this.#pickIndex()];
+  }
+
+  #pickIndex(): number {
+    const count = this.#clients.length;
+    if (count === 1) return 0;
+    if (count === 0) throw new Error("not connected: call connect() first");
+    this.#next = (this.#next + 1) % count;
+    return this.#next;
+  }
+
+  #createClient(
+    Cluster: ClusterConstructor,
+    tls: Record<string, unknown> | undefined,
+    pipelined: boolean,
+  ): ClusterClient {
+    const { config, timeoutMs, log, envPrefix } = this.#options;
+    const cluster = new Cluster(
+      seedNodes(config),
+      clusterOptions(config, timeoutMs, tls, pipelined),
+    );
+    const fault = (error: unknown, node?: unknown) => {
+      this.#lastConnectionError = error;
+      const where = node === undefined ? this.where : `node ${String(node)} of ${this.where}`;
+      connectionFault(log, envPrefix, where, error);
+    };
+    cluster.on("error", (error) => fault(error));
+    cluster.on("node error", (error, node) => fault(error, node));
+    // Per-command deadlines: with one master down the others keep answering, so the single
+    // server's stall watch (no reply at all for the timeout) would never fire.
+    this.#watches.push(watchDeadlines(
+      cluster as unknown as Parameters<typeof watchDeadlines>[0],
+      timeoutMs,
+      (error) =>
+        log.fault(
+          "stall",
+          `No reply from a node of ${this.where} within ${timeoutMs} ms; served as a miss`,
+          error,
+        ),
+    ));
+    cluster.on("ready", () => {
+      this.#lastConnectionError = undefined;
+      log.recovered("connection");
+    });
+    // A node connection made after connect() (a new master after a reshard, a node that came
+    // back) may lack the scripts: register them when it is ready. NOSCRIPT is retried anyway.
+    cluster.on("+node", (node) => {
+      const scripts = this.#scripts;
+      if (!scripts || pipelined) return; // the read client runs no script
+      (node as ProtocolClient).once("ready", () => {
+        registerScripts(node as ProtocolClient, scripts).catch((error) =>
+          this.#options.fault("script load", error)
+        );
+      });
+    });
+    return cluster;
+  }
+
+  /** Ready, and every master answers PING and (unless the client runs none) has the scripts. */
+  async #ready(client: ClusterClient, scripts: boolean): Promise<void> {
+    await untilReady(client);
+    await Promise.all(
+      client.nodes("master").map(async (node) => {
+        await node.ping();
+        if (scripts) await registerScripts(node, this.#scripts!);
+      }),
+    );
+  }
+}

@@ -1,0 +1,259 @@
+/**
+ * The single-server topology: a pool of `Redis` clients of ioredis / iovalkey to one server (or
+ * a primary), calls spread over them in turn, each connection under a stall watch, its scripts
+ * registered again whenever it reconnects; the layout of the Python original and the upkeep by
+ * scripts that read a registry's members themselves.
+ *
+ * @module
+ */
+
+import type { ClientConstructor, ProtocolClient } from "../client_types.ts";
+import { urlHost } from "../config.ts";
+import { commandName } from "../faults.ts";
+import { StandaloneLayout } from "../layout.ts";
+import { ScriptUpkeep } from "../registry_upkeep.ts";
+import {
+  loadScriptSources,
+  registerScripts,
+  runScript,
+  type Script,
+  type ScriptName,
+} from "../scripts.ts";
+import type { Scanner, Servers, Topology, TopologyOptions } from "../servers.ts";
+import { type StallWatch, watchStalls } from "../stall_watch.ts";
+import {
+  closeAll,
+  connectionFault,
+  loadLibrary,
+  send,
+  tlsOptions,
+  untilReady,
+  withTimeout,
+} from "./connection.ts";
+
+/** The single-server topology for `options` (no I/O until `open()`). */
+export function standaloneTopology(options: TopologyOptions): Topology {
+  return {
+    servers: new StandaloneServers(options),
+    layout: new StandaloneLayout(options.config.prefix),
+    upkeep: (context) => new ScriptUpkeep(context),
+  };
+}
+
+/**
+ * Connection set-up commands whose failure leaves a connection on the wrong database or
+ * protocol: such a connection must never serve a call.
+ */
+const REFUSED_SETUP = new Set(["select", "hello"]);
+
+/** A pool of connections to one server. */
+export class StandaloneServers implements Servers {
+  readonly where: string;
+  readonly #options: TopologyOptions;
+  readonly #autoPipelining: boolean;
+  #clients: ProtocolClient[] = [];
+  #watches: StallWatch[] = [];
+  #next = 0;
+  #scripts: Record<ScriptName, Script> | undefined;
+  #closed = false;
+  #lastConnectionError: unknown;
+
+  /** @param options The provider's settings. */
+  constructor(options: TopologyOptions) {
+    this.#options = options;
+    // Off by default: the provider coalesces a tick's calls itself (see
+    // RedisCacheOptions.autoPipelining).
+    this.#autoPipelining = options.autoPipelining ?? false;
+    const config = options.config;
+    // `[::1]:6379/0`: a bare IPv6 host would run into its port.
+    this.where = `${urlHost(config.host)}:${config.port}/${config.db}`;
+  }
+
+  get client(): ProtocolClient | null {
+    return this.#clients[0] ?? null;
+  }
+
+  get lastConnectionError(): unknown {
+    return this.#lastConnectionError;
+  }
+
+  async open(): Promise<void> {
+    if (this.#closed) return;
+    this.#scripts ??= await loadScriptSources();
+    if (this.#clients.length === 0) {
+      const { config, envPrefix } = this.#options;
+      const tls = config.tls ? await tlsOptions(config, envPrefix) : undefined;
+      // A close() during the awaits above found no connection to close: open none now.
+      if (this.#closed) return;
+      const Client = await loadLibrary(
+        () => this.#options.loadClient(),
+        this.#options.clientPackage,
+      );
+      if (this.#closed) return;
+      for (let i = 0; i < this.#options.poolSize; i++) {
+        this.#clients.push(this.#createClient(Client, tls));
+      }
+    }
+  }
+
+  async ready(): Promise<void> {
+    await withTimeout(
+      Promise.all(this.#clients.map((client) => this.#ready(client))),
+      this.#options.timeoutMs,
+      "connect",
+    );
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const watch of this.#watches) watch.stop();
+    await closeAll(this.#clients, this.#options.timeoutMs);
+  }
+
+  async ping(): Promise<boolean> {
+    if (this.#clients.length === 0) return false;
+    const replies = await withTimeout(
+      Promise.all(this.#clients.map((client) => client.ping())),
+      this.#options.timeoutMs,
+      "health check",
+    );
+    return replies.every((reply) => reply === "PONG");
+  }
+
+  get(key: string): Promise<string | null> {
+    return send(() => this.#pick().get(key));
+  }
+
+  mget(keys: string[]): Promise<(string | null)[]> {
+    return send(() => this.#pick().mget(...keys));
+  }
+
+  /** One group: a single server takes any keys in one command. */
+  slotGroups(keys: readonly string[]): number[][] {
+    return [keys.map((_, i) => i)];
+  }
+
+  /** One MGET; a fault rejects it whole. */
+  readMany(keys: string[], _onFault: (error: unknown) => void): Promise<(string | null)[]> {
+    return this.mget(keys);
+  }
+
+  exists(key: string): Promise<number> {
+    return send(() => this.#pick().exists(key));
+  }
+
+  run(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
+    // #scripts is set by open(); a call before it finds no connection and faults anyway.
+    const scripts = this.#scripts;
+    if (!scripts) return Promise.reject(new Error("not connected: call connect() first"));
+    return send(() => runScript(this.#pick(), scripts[script], keys, args));
+  }
+
+  scanners(): Scanner[] {
+    const client = this.#pick();
+    const timeoutMs = this.#options.timeoutMs;
+    return [{
+      scan: (cursor: string, ...args: (string | number)[]) =>
+        withTimeout(client.scan(cursor, ...args), timeoutMs, "scan"),
+    }];
+  }
+
+  srandmember(key: string, count: number): Promise<string[]> {
+    return send(() => (this.#pick() as unknown as SetCommands).srandmember(key, count));
+  }
+
+  srem(key: string, ...members: string[]): Promise<number> {
+    return send(() => (this.#pick() as unknown as SetCommands).srem(key, ...members));
+  }
+
+  sscan(key: string, cursor: string, count: number): Promise<[string, string[]]> {
+    return send(() => (this.#pick() as unknown as SetCommands).sscan(key, cursor, "COUNT", count));
+  }
+
+  /** The next connection in turn; throws before `open()`. */
+  #pick(): ProtocolClient {
+    const count = this.#clients.length;
+    if (count === 1) return this.#clients[0];
+    if (count === 0) throw new Error("not connected: call connect() first");
+    this.#next = (this.#next + 1) % count;
+    return this.#clients[this.#next];
+  }
+
+  #createClient(
+    Client: ClientConstructor,
+    tls: Record<string, unknown> | undefined,
+  ): ProtocolClient {
+    const { config, timeoutMs, log, envPrefix } = this.#options;
+    const client = new Client({
+      host: config.host,
+      port: config.port,
+      db: config.db,
+      username: config.username,
+      password: config.password,
+      tls,
+      lazyConnect: true,
+      connectTimeout: timeoutMs,
+      // Memory stays bounded and every call settles within the timeout however long the server
+      // is down or hung (tests/faults_test.ts):
+      // - no commandTimeout: its per-command timer costs more than the command itself; the stall
+      //   watch below (src/stall_watch.ts) rejects every waiting call once the connection has
+      //   gone `timeout` without a reply, and drops a silent connection, so a hung server (SIGSTOP,
+      //   a network black hole) cannot pile up the calls made during the hang.
+      // - enableOfflineQueue false: while the connection is not ready (server down, reconnecting)
+      //   a call fails at once and is served as a miss, instead of waiting in an offline queue
+      //   that grows with every call for as long as the outage lasts.
+      // - maxRetriesPerRequest: with REDIS_RETRY_ON_TIMEOUT (the default) the commands in flight
+      //   when a connection drops may be resent once after the reconnect, so a brief reset costs
+      //   no miss; with 0 they fail at the first drop. The stall watch bounds the wait either way.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: config.retryOnTimeout ? 1 : 0,
+      enableAutoPipelining: this.#autoPipelining,
+      // Reconnect attempts back off to one per second: cheap for a down server (one refused TCP
+      // connect), and a restarted server is in use again within about a second.
+      retryStrategy: (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 1000),
+    });
+    client.on("error", (error) => {
+      this.#lastConnectionError = error;
+      // ioredis only logs a failed SELECT (or HELLO) of a new connection and goes on, so every
+      // later command would run on database 0: another application's data. Ending the stream
+      // here, before the connection is ready (its ready check is sent after SELECT's reply),
+      // makes every command on it fail, and the reconnect tries the same SELECT again.
+      if (REFUSED_SETUP.has(commandName(error) ?? "")) client.disconnect(true);
+      connectionFault(log, envPrefix, this.where, error);
+    });
+    this.#watches.push(watchStalls(
+      client as unknown as Parameters<typeof watchStalls>[0],
+      timeoutMs,
+      (error) =>
+        log.fault(
+          "stall",
+          `No reply from ${this.where} for ${timeoutMs} ms; calls are served as misses while it reconnects`,
+          error,
+        ),
+    ));
+    client.on("ready", () => {
+      this.#lastConnectionError = undefined;
+      log.recovered("connection");
+      // A restarted server has lost its scripts: register them again before calls arrive.
+      if (this.#scripts) {
+        registerScripts(client, this.#scripts).catch((error) =>
+          this.#options.fault("script load", error)
+        );
+      }
+    });
+    return client;
+  }
+
+  async #ready(client: ProtocolClient): Promise<void> {
+    await untilReady(client);
+    await client.ping();
+    await registerScripts(client, this.#scripts!);
+  }
+}
+
+/** The Set commands a registry upkeep sends, which both client libraries have. */
+interface SetCommands {
+  srandmember(key: string, count: number): Promise<string[]>;
+  srem(key: string, ...members: string[]): Promise<number>;
+  sscan(key: string, cursor: string, ...args: (string | number)[]): Promise<[string, string[]]>;
+}
