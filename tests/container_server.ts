@@ -150,6 +150,7 @@ class ContainerServer implements TestServer {
   readonly url: string;
   readonly tlsCa: string | undefined;
   readonly external = false;
+  readonly db = 0;
   readonly #dir: string;
   readonly #options: SpawnOptions;
   readonly #started: StartedContainer;

@@ -36,7 +36,11 @@ import { hidePackages, KINDS, quietLogger, runProcess, runtimeEnv, sleep } from 
 
 function envFor(server: TestServer): Record<string, string> {
   const prefix = server.kind === "redis" ? "REDIS" : "VALKEY";
-  return { [`${prefix}_HOST`]: server.host, [`${prefix}_PORT`]: String(server.port) };
+  return {
+    [`${prefix}_HOST`]: server.host,
+    [`${prefix}_PORT`]: String(server.port),
+    [`${prefix}_DB`]: String(server.db),
+  };
 }
 
 describe("facade without a server", () => {
@@ -160,8 +164,11 @@ for (const kind of KINDS) {
     });
 
     it("a facade call before setCache sets up from the process environment once", async () => {
-      const names = Object.keys(envFor(server));
+      // REDIS_URL / VALKEY_URL (the test mode against existing servers) would pick the server.
+      const names = [...Object.keys(envFor(server)), "REDIS_URL", "VALKEY_URL"];
       const saved = names.map((name) => process.env[name]);
+      delete process.env.REDIS_URL;
+      delete process.env.VALKEY_URL;
       Object.assign(process.env, envFor(server));
       try {
         const connections = async () =>

@@ -72,6 +72,11 @@ export interface TestServer {
   readonly url: string;
   /** The PEM file of the CA that signed the server's certificate; `undefined` without TLS. */
   readonly tlsCa: string | undefined;
+  /**
+   * The database the tests use: 0 on a started server, the one claimed on an external server
+   * (set `<PREFIX>_DB` to it when configuring through host and port variables).
+   */
+  readonly db: number;
   /** True when `REDIS_URL` / `VALKEY_URL` pointed at an existing server. */
   readonly external: boolean;
   /** The server's process id, `undefined` when external or not running. */
@@ -532,6 +537,7 @@ class SpawnedServer implements TestServer {
   readonly url: string;
   readonly tlsCa: string | undefined;
   readonly external = false;
+  readonly db = 0;
   readonly #dir: string;
   readonly #options: SpawnOptions;
   #proc: Proc | undefined;

@@ -51,6 +51,7 @@ describe("quickstart demo", { skip: !isDeno && "the demo is a Deno program" }, (
       const out = await runDemo({
         [`${name}_HOST`]: server.host,
         [`${name}_PORT`]: String(server.port),
+        [`${name}_DB`]: String(server.db),
         // An external server (REDIS_URL / VALKEY_URL) may need its password.
         [`${name}_PASSWORD`]: decodeURIComponent(new URL(server.url).password),
       });

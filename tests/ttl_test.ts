@@ -138,6 +138,7 @@ for (const kind of BACKENDS) {
         CACHE_BACKEND: kind,
         [`${prefix}_HOST`]: started.host,
         [`${prefix}_PORT`]: String(started.port),
+        [`${prefix}_DB`]: String(started.db),
         [`${prefix}_CACHE_TTL`]: ttl,
       });
     });
