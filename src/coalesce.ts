@@ -7,9 +7,11 @@
  * what bounds 100 concurrent callers; a script call costs the server about 5 µs before its first
  * command).
  *
- * Order is kept: calls are sent in the order they were made, consecutive calls of the same kind
- * share a command, and any other command the provider sends first flushes what is pending
- * (`flush()`), so a `set` followed by a `delete` in the same tick still runs in that order. The
+ * Order is kept: a call joins an earlier command of its kind (a read batch, the write batch of its
+ * registry and TTL) only when no command opened since then touches its key, so every key sees its
+ * calls in the order they were made (calls on different keys commute), and any other command the
+ * provider sends first flushes what is pending (`flush()`), so a `set` followed by a `delete` in
+ * the same tick still runs in that order. The
  * first call of a tick goes out at once, as it would have anyway (a GET, a one-key script call),
  * so a lone caller waits for nothing; the calls after it in the same tick are the ones gathered.
  *
@@ -32,6 +34,11 @@ export interface CoalescedSender {
    * slot in a cluster); without it, a batch is one group.
    */
   groups?(keys: readonly string[]): number[][];
+  /**
+   * Runs `flush` when the tick's gathering ends; without it, once the tick's microtasks have
+   * run (see `Servers.endOfTick`).
+   */
+  endOfTick?(flush: () => void): void;
   /** One `set_and_register` call; resolves `false` on a fault (already logged), never rejects. */
   write(registry: string, keys: string[], texts: string[], ttlMs: number): Promise<boolean>;
 }
@@ -58,9 +65,15 @@ type Batch = ReadBatch | WriteBatch;
 /** Gathers one tick's GETs and writes into as few commands as their order allows. */
 export class Coalescer {
   readonly #send: CoalescedSender;
-  /** The batches of this tick, in the order they were opened; only the last one takes more. */
+  /** The batches of this tick, in the order they were opened (and are sent). */
   #pending: Batch[] = [];
-  /** A call went out in this tick, and a microtask will send what gathers after it. */
+  /** Each pending key's last batch (an index into #pending): no call of it may join an earlier one. */
+  #lastBatch = new Map<string, number>();
+  /** The read batch that takes more reads, -1 for none. */
+  #openRead = -1;
+  /** The write batch that takes more writes, per TTL and registry. */
+  #openWrites = new Map<string, number>();
+  /** A call went out in this tick, and the end of the tick will send what gathers after it. */
   #inTick = false;
 
   /** @param send What sends the coalesced commands. */
@@ -74,12 +87,13 @@ export class Coalescer {
       this.#startTick();
       return this.#send.get(key);
     }
-    let batch = this.#last();
-    if (batch?.kind !== "read" || batch.keys.length >= MAX_KEYS) {
-      batch = { kind: "read", keys: [], waiters: [] };
-      this.#pending.push(batch);
+    let at = this.#openRead;
+    if (!this.#joins(key, at) || (this.#pending[at] as ReadBatch).keys.length >= MAX_KEYS) {
+      at = this.#pending.push({ kind: "read", keys: [], waiters: [] }) - 1;
+      this.#openRead = at;
     }
-    const open = batch;
+    this.#lastBatch.set(key, at);
+    const open = this.#pending[at] as ReadBatch;
     open.keys.push(key);
     return new Promise((resolve, reject) => open.waiters.push({ resolve, reject }));
   }
@@ -94,20 +108,23 @@ export class Coalescer {
       this.#startTick();
       return this.#send.write(registry, [key], [text], ttlMs);
     }
-    let batch = this.#last();
+    const id = `${ttlMs} ${registry}`;
+    let at = this.#openWrites.get(id) ?? -1;
+    let batch = this.#pending[at] as WriteBatch | undefined;
     if (
-      batch?.kind !== "write" || batch.registry !== registry || batch.ttlMs !== ttlMs ||
-      batch.keys.length >= MAX_KEYS || batch.chars >= MAX_WRITE_CHARS
+      !this.#joins(key, at) || batch!.keys.length >= MAX_KEYS || batch!.chars >= MAX_WRITE_CHARS
     ) {
       let resolve!: (stored: boolean) => void;
       const done = new Promise<boolean>((r) => resolve = r);
       batch = { kind: "write", registry, ttlMs, keys: [], texts: [], chars: 0, done, resolve };
-      this.#pending.push(batch);
+      at = this.#pending.push(batch) - 1;
+      this.#openWrites.set(id, at);
     }
-    batch.keys.push(key);
-    batch.texts.push(text);
-    batch.chars += text.length;
-    return batch.done;
+    this.#lastBatch.set(key, at);
+    batch!.keys.push(key);
+    batch!.texts.push(text);
+    batch!.chars += text.length;
+    return batch!.done;
   }
 
   /** Sends every pending batch now, in order: called before any other command goes out. */
@@ -116,6 +133,9 @@ export class Coalescer {
     // Detached first: sending may come back here (the write path flushes before its script).
     const batches = this.#pending;
     this.#pending = [];
+    this.#lastBatch.clear();
+    this.#openRead = -1;
+    this.#openWrites.clear();
     for (const batch of batches) {
       if (batch.kind === "write") {
         this.#send.write(batch.registry, batch.keys, batch.texts, batch.ttlMs).then(batch.resolve);
@@ -148,15 +168,18 @@ export class Coalescer {
     );
   }
 
-  #last(): Batch | undefined {
-    return this.#pending[this.#pending.length - 1];
+  /** Whether a call on `key` may join the batch at `at`: one exists, and none after it has `key`. */
+  #joins(key: string, at: number): boolean {
+    return at >= 0 && (this.#lastBatch.get(key) ?? -1) <= at;
   }
 
   #startTick(): void {
     this.#inTick = true;
-    queueMicrotask(() => {
+    const flush = () => {
       this.#inTick = false;
       this.flush();
-    });
+    };
+    if (this.#send.endOfTick) this.#send.endOfTick(flush);
+    else queueMicrotask(flush);
   }
 }

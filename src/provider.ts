@@ -145,6 +145,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       get: (key) => this.#servers.get(key),
       mget: (keys) => this.#servers.mget(keys),
       groups: (keys) => this.#servers.slotGroups(keys),
+      endOfTick: (flush) => this.#servers.endOfTick(flush),
       write: (registry, keys, texts, ttlMs) => this.#write(registry, keys, texts, ttlMs),
     });
     this.#getOrSet = new GetOrSetRunner({
@@ -505,7 +506,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     try {
       // The script samples pruneSample members per member it adds, so a batch prunes as much as
       // the same writes one by one (lua/set_and_register.lua).
-      await this.#now().run("set_and_register", [registry, ...keys], [
+      await this.#now().runResendable("set_and_register", [registry, ...keys], [
         ttlMs,
         this.#upkeep.inScriptSample,
         ...texts,

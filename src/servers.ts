@@ -52,6 +52,13 @@ export interface Servers {
    */
   slotGroups(keys: readonly string[]): number[][];
   /**
+   * Runs `flush`, which sends the calls gathered after a tick's first one, when gathering should
+   * end: once the tick's microtasks have run on a single server, whose replies to one tick's
+   * callers arrive together; at the end of the event-loop turn in a cluster, whose masters'
+   * replies arrive in socket events of their own, so that the callers they resume share commands.
+   */
+  endOfTick(flush: () => void): void;
+  /**
    * The values of any keys, in key order. Where the keys span several servers, the keys of one
    * that fails read as misses and `onFault` is told; the others are still served.
    */
@@ -60,6 +67,12 @@ export interface Servers {
   exists(key: string): Promise<number>;
   /** Runs a script (EVALSHA, loading it on NOSCRIPT) on keys that share a slot. */
   run(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown>;
+  /**
+   * Runs a script whose second run changes nothing (`set_and_register`), like `run`; a cluster
+   * may pipeline it with the other calls to the same master and, after a redirection or a dropped
+   * connection, send it again on its own.
+   */
+  runResendable(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown>;
   /** One scanner per node holding keys: the server, or every master of a cluster. */
   scanners(): Scanner[];
   /** SRANDMEMBER with a count. */

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import type { ClusterClient, ClusterConstructor, ProtocolClient } from "../client_types.ts";
 import { watchDeadlines } from "../deadline_watch.ts";
 import { ClusterLayout } from "../layout.ts";
@@ -60,8 +61,12 @@ export class ClusterServers implements Servers {
   #clients: ClusterClient[] = [];
   /** What runs the scripts of `#clients[i]`: a script client that loads on every master. */
   #scriptClients: ScriptClient[] = [];
-  /** With auto-pipelining: a private pipelined client per `#clients[i]`, for reads. */
+  /**
+   * With auto-pipelining: a private pipelined client per `#clients[i]`, for reads and resendable
+   * scripts, and its script client.
+   */
   #readers: ClusterClient[] = [];
+  #readerScripts: ScriptClient[] = [];
   #watches: StallWatch[] = [];
   #next = 0;
   #scripts: Record<ScriptName, Script> | undefined;
@@ -101,10 +106,14 @@ export class ClusterServers implements Servers {
       for (let i = 0; i < this.#options.poolSize; i++) {
         const cluster = this.#createClient(Cluster, tls, false);
         this.#clients.push(cluster);
-        if (this.#autoPipelining) this.#readers.push(this.#createClient(Cluster, tls, true));
-        this.#scriptClients.push(
-          clusterScriptClient(cluster, (promise, what) => withTimeout(promise, timeoutMs, what)),
-        );
+        const bound = <T>(promise: Promise<T>, what: string) =>
+          withTimeout(promise, timeoutMs, what);
+        this.#scriptClients.push(clusterScriptClient(cluster, bound));
+        if (this.#autoPipelining) {
+          const reader = this.#createClient(Cluster, tls, true);
+          this.#readers.push(reader);
+          this.#readerScripts.push(clusterScriptClient(reader, bound));
+        }
       }
     }
   }
@@ -153,6 +162,14 @@ export class ClusterServers implements Servers {
   }
 
   /**
+   * At the end of the event-loop turn (as ioredis's auto-pipelining does): the callers resumed
+   * by every master's replies of this turn share commands.
+   */
+  endOfTick(flush: () => void): void {
+    setImmediate(flush);
+  }
+
+  /**
    * MGET per hash slot, replies in key order. A slot whose MGET fails (its master down) reads as
    * misses; the others are still served.
    */
@@ -184,6 +201,20 @@ export class ClusterServers implements Servers {
     return send(() =>
       runScript(this.#scriptClients[this.#pickIndex()], scripts[script], keys, args)
     );
+  }
+
+  /** Pipelined like a read, when there is a pipelined client. */
+  runResendable(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
+    const scripts = this.#scripts;
+    if (!scripts) return Promise.reject(new Error("not connected: call connect() first"));
+    return send(() => {
+      const i = this.#pickIndex();
+      const run = (client: ScriptClient) => runScript(client, scripts[script], keys, args);
+      const reader = this.#readerScripts[i];
+      return reader === undefined
+        ? run(this.#scriptClients[i])
+        : readWithFallback(reader, this.#scriptClients[i], run, this.#options.timeoutMs);
+    });
   }
 
   /** Every master, each SCAN bounded by the timeout (node calls bypass the deadline watch). */
@@ -265,7 +296,8 @@ export class ClusterServers implements Servers {
     // back) may lack the scripts: register them when it is ready. NOSCRIPT is retried anyway.
     cluster.on("+node", (node) => {
       const scripts = this.#scripts;
-      if (!scripts || pipelined) return; // the read client runs no script
+      // The pipelined client's nodes are the same servers: one script cache each.
+      if (!scripts || pipelined) return;
       (node as ProtocolClient).once("ready", () => {
         registerScripts(node as ProtocolClient, scripts).catch((error) =>
           this.#options.fault("script load", error)

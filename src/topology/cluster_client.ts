@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { ClusterClient, ProtocolClient } from "../client_types.ts";
+import type { ClusterClient } from "../client_types.ts";
 import type { RedisConfig } from "../config.ts";
 import type { ScriptClient } from "../scripts.ts";
 
@@ -139,22 +139,23 @@ export function isRedirection(error: unknown): boolean {
 }
 
 /**
- * A read through the auto-pipelined cluster client (several reads to one master share a write);
- * when the pipeline meets a redirection it cannot follow (a reshard in progress) or a dropped node
- * connection, the read is sent again on its own through the plain client, which follows MOVED /
+ * A read (or a script call that may run twice) through the auto-pipelined cluster client (several
+ * calls to one master share a write); when the pipeline meets a redirection it cannot follow (a
+ * reshard in progress) or a dropped node connection, the call is sent again on its own through the
+ * plain client, which follows MOVED /
  * ASK / TRYAGAIN and retries a lost connection per command, under the deadline watch. Not when
  * half the timeout is already spent, so a call stays bounded by about the timeout.
  *
- * @param pipelined The auto-pipelined cluster client.
- * @param plain The plain cluster client.
- * @param read The read (a GET or an MGET of one slot) on either client.
+ * @param pipelined The auto-pipelined cluster client (or its script client).
+ * @param plain The plain cluster client (or its script client).
+ * @param read The call (a GET, an MGET of one slot, a resendable script) on either client.
  * @param timeoutMs The provider's timeout.
  * @returns What the read returns.
  */
-export async function readWithFallback<T>(
-  pipelined: ProtocolClient,
-  plain: ProtocolClient,
-  read: (client: ProtocolClient) => Promise<T>,
+export async function readWithFallback<C, T>(
+  pipelined: C,
+  plain: C,
+  read: (client: C) => Promise<T>,
   timeoutMs: number,
 ): Promise<T> {
   const started = Date.now();

@@ -133,6 +133,11 @@ export class StandaloneServers implements Servers {
     return [keys.map((_, i) => i)];
   }
 
+  /** After the tick's microtasks: its callers were all resumed by one reply. */
+  endOfTick(flush: () => void): void {
+    queueMicrotask(flush);
+  }
+
   /** One MGET; a fault rejects it whole. */
   readMany(keys: string[], _onFault: (error: unknown) => void): Promise<(string | null)[]> {
     return this.mget(keys);
@@ -147,6 +152,11 @@ export class StandaloneServers implements Servers {
     const scripts = this.#scripts;
     if (!scripts) return Promise.reject(new Error("not connected: call connect() first"));
     return send(() => runScript(this.#pick(), scripts[script], keys, args));
+  }
+
+  /** The same as `run`: one connection keeps the calls' order and sends them as they come. */
+  runResendable(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
+    return this.run(script, keys, args);
   }
 
   scanners(): Scanner[] {
