@@ -73,9 +73,9 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
    * `deno task bench`. Turn it on when many concurrent `exists` / `delete` calls matter more.
    *
    * In cluster mode (on by default) the provider coalesces the same way, and only the reads (a
-   * GET, a tick's MGET of one slot) are pipelined, on a second, private `Cluster` client (a read
-   * whose pipeline meets a redirection is sent again on its own); every other command is sent on
-   * its own, so a reshard never surfaces a redirection.
+   * GET, a tick's MGET of one slot) and the coalesced writes are pipelined, on a second, private
+   * `Cluster` client (a call whose pipeline meets a redirection is sent again on its own); every
+   * other command is sent on its own, so a reshard never surfaces a redirection.
    *
    * @default {false on a single server, true in cluster mode}
    */
