@@ -14,11 +14,12 @@ count_deno() {
   failed=$((failed + ${f:-0}))
 }
 
-# Node's test runner summary: "# pass N" and "# fail N".
+# Node's test runner summary: "# pass N" / "# fail N" (TAP, Node 20's reporter when not on a
+# terminal) or "ℹ pass N" / "ℹ fail N" (spec, Node 22 and later).
 count_node() {
   local p f
-  p=$(grep -E '^# pass [0-9]+' "$1" | tail -n 1 | awk '{print $3}')
-  f=$(grep -E '^# fail [0-9]+' "$1" | tail -n 1 | awk '{print $3}')
+  p=$(grep -E '^(#|ℹ) pass [0-9]+' "$1" | tail -n 1 | awk '{print $3}')
+  f=$(grep -E '^(#|ℹ) fail [0-9]+' "$1" | tail -n 1 | awk '{print $3}')
   if [ -z "$p" ]; then failed=$((failed + 1)); return; fi
   passed=$((passed + p))
   failed=$((failed + ${f:-0}))
