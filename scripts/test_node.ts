@@ -67,6 +67,9 @@ export async function ensureClients(): Promise<void> {
   });
   if (missing.length === 0) return;
   console.log(`Installing ${missing.join(", ")} into npm/node_modules (not saved)`);
+  // From scratch: npm, asked to replace an unsaved package by another version (ioredis 5 by 6
+  // for a matrix cell), removed every unsaved package and installed none.
+  await rm(modules, { recursive: true, force: true });
   await run("npm", [
     "install",
     "--no-save",
