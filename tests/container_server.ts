@@ -27,7 +27,15 @@ import process from "node:process";
 import { setTimeout as delay } from "node:timers/promises";
 import { readFile } from "node:fs/promises";
 import type { ServerKind, SpawnOptions, TestServer } from "./harness.ts";
-import { HOST, pingOnce, READY_TIMEOUT_MS, redisUrl, serverArgs } from "./server_start.ts";
+import {
+  HOST,
+  logTail,
+  pingOnce,
+  READY_TIMEOUT_MS,
+  redisUrl,
+  serverArgs,
+  startedCliArgs,
+} from "./server_start.ts";
 
 /** The image a container of `kind` runs. */
 export function containerImage(kind: ServerKind): string {
@@ -222,14 +230,7 @@ class ContainerServer implements TestServer {
     } catch {
       // gone already
     }
-    let log = "";
-    try {
-      log = await readFile(`${this.#dir}/server.log`, "utf8");
-    } catch {
-      // no log yet
-    }
-    const lines = `${output}\n${log}`.split("\n").filter((l) => l.trim() !== "");
-    return lines.slice(-30).join("\n") || "(no output)";
+    return await logTail(output, `${this.#dir}/server.log`);
   }
 
   #assertNotStopped(what: string): void {
@@ -277,11 +278,7 @@ class ContainerServer implements TestServer {
   }
 
   async cli(...args: string[]): Promise<string> {
-    const conn = ["-h", HOST, "-p", String(this.port)];
-    if (this.tlsCa !== undefined) conn.push("--tls", "--cacert", this.tlsCa);
-    if (this.#options.password !== undefined) {
-      conn.push("-a", this.#options.password, "--no-auth-warning");
-    }
+    const conn = startedCliArgs(this.port, this.tlsCa, this.#options.password);
     const bin = `${this.kind}-cli`;
     const result = await this.#started.exec([bin, ...conn, ...args]);
     const output = (result.stdout ?? result.output).trim();

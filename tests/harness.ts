@@ -26,11 +26,13 @@ import process from "node:process";
 import { setTimeout as delay } from "node:timers/promises";
 import {
   HOST,
+  logTail,
   pingOnce,
   READY_TIMEOUT_MS,
   redisUrl,
   respCommand,
   serverArgs,
+  startedCliArgs,
 } from "./server_start.ts";
 
 /** The server implementations the harness can start. */
@@ -647,15 +649,8 @@ class SpawnedServer implements TestServer {
     }
   }
 
-  async #tail(output: string): Promise<string> {
-    let log = "";
-    try {
-      log = await readFile(this.#logPath(), "utf8");
-    } catch {
-      // no log yet
-    }
-    const lines = `${output}\n${log}`.split("\n").filter((l) => l.trim() !== "");
-    return lines.slice(-30).join("\n") || "(no output)";
+  #tail(output: string): Promise<string> {
+    return logTail(output, this.#logPath());
   }
 
   #assertNotStopped(what: string): void {
@@ -689,11 +684,7 @@ class SpawnedServer implements TestServer {
   }
 
   cli(...args: string[]): Promise<string> {
-    const conn = ["-h", this.host, "-p", String(this.port)];
-    if (this.tlsCa !== undefined) conn.push("--tls", "--cacert", this.tlsCa);
-    if (this.#options.password !== undefined) {
-      conn.push("-a", this.#options.password, "--no-auth-warning");
-    }
+    const conn = startedCliArgs(this.port, this.tlsCa, this.#options.password);
     return runCli(this.kind, conn, args);
   }
 

@@ -6,6 +6,7 @@
  * Runs unchanged under Deno and Node 20: only `node:` modules.
  */
 
+import { readFile } from "node:fs/promises";
 import { connect, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import type { SpawnOptions } from "./harness.ts";
@@ -129,4 +130,34 @@ export function respCommand(...parts: string[]): string {
   let out = `*${parts.length}\r\n`;
   for (const part of parts) out += `$${new TextEncoder().encode(part).length}\r\n${part}\r\n`;
   return out;
+}
+
+/**
+ * redis-cli's connection arguments for a started server: its loopback port, TLS with the
+ * harness's CA, and its password.
+ */
+export function startedCliArgs(
+  port: number,
+  tlsCa: string | undefined,
+  password?: string,
+): string[] {
+  const conn = ["-h", HOST, "-p", String(port)];
+  if (tlsCa !== undefined) conn.push("--tls", "--cacert", tlsCa);
+  if (password !== undefined) conn.push("-a", password, "--no-auth-warning");
+  return conn;
+}
+
+/**
+ * The last 30 non-empty lines of what a server printed (`output`: its stdout / stderr, where
+ * config errors go before --logfile applies) followed by its log file, for a failed start.
+ */
+export async function logTail(output: string, logPath: string): Promise<string> {
+  let log = "";
+  try {
+    log = await readFile(logPath, "utf8");
+  } catch {
+    // no log yet
+  }
+  const lines = `${output}\n${log}`.split("\n").filter((l) => l.trim() !== "");
+  return lines.slice(-30).join("\n") || "(no output)";
 }
