@@ -10,6 +10,7 @@ import { type BackendName, readBackendSettings, RedisConfig, ValkeyConfig } from
 import { CacheDependencyError, CacheInputError } from "./errors.ts";
 import { inputList } from "./batch.ts";
 import { type CacheLogger, FaultLog } from "./log.ts";
+import type { CircuitBreakerOptions } from "./provider_options.ts";
 import { MemoryCache } from "./memory.ts";
 import { RedisCache } from "./redis.ts";
 import { type EnvRecord, readEnv } from "./runtime.ts";
@@ -84,6 +85,13 @@ export interface SetCacheOptions {
    * @default {undefined}
    */
   onEvent?: CacheEventListener;
+  /**
+   * The circuit breaker of the server (each master in cluster mode): see
+   * `RedisCacheOptions.circuitBreaker`. `MemoryCache` has none and ignores it.
+   *
+   * @default {config.circuitBreaker (REDIS_CIRCUIT_BREAKER, true)}
+   */
+  circuitBreaker?: boolean | CircuitBreakerOptions;
 }
 
 let current: CacheBackend | null = null;
@@ -194,6 +202,7 @@ function createBackend(
     timeout: options.timeout,
     logger: options.logger,
     onEvent: options.onEvent,
+    circuitBreaker: options.circuitBreaker,
   };
   if (kind === "memory") {
     const config = RedisConfig.fromEnv(env);

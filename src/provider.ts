@@ -11,6 +11,7 @@
 import { entryList, inputList } from "./batch.ts";
 import type { ClientConstructor, ClusterConstructor, ProtocolClient } from "./client_types.ts";
 import type { RedisConfig } from "./config.ts";
+import { CircuitOpenError } from "./circuit_breaker.ts";
 import { faultCause } from "./faults.ts";
 import {
   GENERATION_TTL_MS,
@@ -131,6 +132,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       loadCluster: () => this.loadClusterClass(),
       log: this.#log,
       fault: (operation, error) => this.#fault(operation, error),
+      breaker: this.#options.breaker,
+      circuit: (target, open, { error, openMs }) => this.#circuit(target, open, error, openMs),
     });
     this.#servers = topology.servers;
     this.#layout = topology.layout;
@@ -459,7 +462,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
 
   /** Counters and latency percentiles since this provider was created. */
   stats(): CacheStats {
-    return this.#metrics.snapshot();
+    return this.#metrics.snapshot(this.#servers.openCircuits());
   }
 
   /**
@@ -586,7 +589,26 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     }
   }
 
+  /** A breaker opened or closed: one line each, a counter and an event. */
+  #circuit(target: string, open: boolean, error: unknown, openMs = 0): void {
+    this.#metrics.circuit(target, open, openMs);
+    const probeMs = this.#options.breaker?.probeIntervalMs;
+    if (open) {
+      const why = error instanceof Error && error.message ? ` (${error.message})` : "";
+      this.#log.info(
+        `Circuit breaker opened for ${target}${why}: its calls are served as misses at once, ` +
+          `without being sent, until it answers a PING (probed every ${probeMs} ms)`,
+      );
+    } else {
+      this.#log.info(
+        `Circuit breaker closed for ${target}: it answered again after ${Math.round(openMs)} ms`,
+      );
+    }
+  }
+
   #fault(operation: string, error: unknown): void {
+    // A call refused by an open breaker: the breaker's opening line said it once.
+    if (error instanceof CircuitOpenError) return;
     const cause = faultCause(error, this.#envPrefix());
     const where = this.#servers.where;
     this.#log.fault(

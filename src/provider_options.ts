@@ -5,6 +5,7 @@
  * @module
  */
 
+import { type BreakerSettings, DEFAULT_BREAKER } from "./circuit_breaker.ts";
 import type { RedisConfig } from "./config.ts";
 import { CacheInputError } from "./errors.ts";
 import { DEFAULT_MAX_KEY_INPUT_BYTES } from "./keys.ts";
@@ -120,6 +121,47 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
    * @default {undefined}
    */
   onEvent?: CacheEventListener;
+  /**
+   * The circuit breaker of each target (the server; each master in cluster mode). After one
+   * timeout, or `threshold` connection faults in a row, calls to that target resolve at once as
+   * misses / `false` / `0` without being sent (`getOrSet` returns `compute()`'s value unstored),
+   * and a PING every `probeInterval` seconds closes it at the first answer. `false` turns it
+   * off: every call then waits for its own timeout while a server hangs.
+   *
+   * @default {config.circuitBreaker (REDIS_CIRCUIT_BREAKER, true), threshold 3
+   * (REDIS_CIRCUIT_BREAKER_THRESHOLD), probeInterval 0.1 (REDIS_CIRCUIT_BREAKER_PROBE_INTERVAL)}
+   */
+  circuitBreaker?: boolean | CircuitBreakerOptions;
+}
+
+/**
+ * The settings of the circuit breaker (the `circuitBreaker` option); each defaults to the
+ * config's.
+ *
+ * @example A breaker that opens after five connection faults and probes every quarter second
+ * ```ts
+ * import { type CircuitBreakerOptions, RedisCache, RedisConfig } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const circuitBreaker: CircuitBreakerOptions = { threshold: 5, probeInterval: 0.25 };
+ * const cache = new RedisCache({ config: new RedisConfig({ port: 6390 }), circuitBreaker });
+ * assert.equal(cache.prefix, "cache:");
+ * ```
+ */
+export interface CircuitBreakerOptions {
+  /**
+   * Connection faults in a row (refused, reset, not connected) that open the breaker; a timeout
+   * opens it at once.
+   *
+   * @default {3}
+   */
+  threshold?: number;
+  /**
+   * Seconds between the PINGs that probe an open target (its first answer closes the breaker).
+   *
+   * @default {0.1}
+   */
+  probeInterval?: number;
 }
 
 /** The options with every default filled in and checked. */
@@ -142,6 +184,8 @@ export interface ResolvedOptions {
   pruneSample: number;
   /** Keys one clear script call deletes. */
   clearBatch: number;
+  /** The breaker of each target, or `null` when it is off. */
+  breaker: BreakerSettings | null;
 }
 
 /**
@@ -175,6 +219,47 @@ export function resolveOptions<Config extends RedisConfig>(
     ),
     pruneSample: nonNegativeInt("pruneSample", options.pruneSample ?? 2),
     clearBatch: positiveInt("clearBatchSize", options.clearBatchSize ?? 500),
+    breaker: resolveBreaker(config, options.circuitBreaker),
+  };
+}
+
+/** The breaker's fields of a config. */
+interface BreakerConfig {
+  circuitBreaker: boolean;
+  circuitBreakerThreshold: number;
+  circuitBreakerProbeInterval: number;
+}
+
+function resolveBreaker(
+  config: RedisConfig,
+  option: boolean | CircuitBreakerOptions | undefined,
+): BreakerSettings | null {
+  if (
+    option !== undefined && typeof option !== "boolean" && (typeof option !== "object" ||
+      option === null || Array.isArray(option))
+  ) {
+    throw new CacheInputError(
+      `Invalid circuitBreaker ${String(option)}: pass true, false or ` +
+        "{ threshold?, probeInterval? }",
+    );
+  }
+  const defaults = config as Partial<BreakerConfig>;
+  if (option === false || (option === undefined && defaults.circuitBreaker === false)) return null;
+  const settings = typeof option === "object" ? option : {};
+  const probeInterval = settings.probeInterval ?? defaults.circuitBreakerProbeInterval ??
+    DEFAULT_BREAKER.probeIntervalMs / 1000;
+  if (!Number.isFinite(probeInterval) || probeInterval <= 0 || probeInterval > 60) {
+    throw new CacheInputError(
+      `Invalid circuitBreaker.probeInterval ${probeInterval}: pass a number of seconds above 0 ` +
+        "and at most 60 (default 0.1)",
+    );
+  }
+  return {
+    threshold: positiveInt(
+      "circuitBreaker.threshold",
+      settings.threshold ?? defaults.circuitBreakerThreshold ?? DEFAULT_BREAKER.threshold,
+    ),
+    probeIntervalMs: Math.max(1, Math.round(probeInterval * 1000)),
   };
 }
 

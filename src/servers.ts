@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { BreakerSettings } from "./circuit_breaker.ts";
 import type { ClientConstructor, ClusterConstructor, ProtocolClient } from "./client_types.ts";
 import type { RedisConfig } from "./config.ts";
 import type { KeyLayout } from "./layout.ts";
@@ -40,6 +41,8 @@ export interface Servers {
   ready(): Promise<void>;
   /** Closes every connection; later commands fail. */
   close(): Promise<void>;
+  /** The targets (`host:port`) whose circuit breaker is open now. */
+  openCircuits(): string[];
   /** `true` when every node answers PONG within the timeout; rejects on a fault. */
   ping(): Promise<boolean>;
   /** GET. */
@@ -139,6 +142,10 @@ export interface TopologyOptions {
   log: FaultLog;
   /** Reports a command's fault (`Cache <operation> failed at ...`). */
   fault(operation: string, error: unknown): void;
+  /** The circuit breaker of each target, or `null` when it is turned off. */
+  breaker: BreakerSettings | null;
+  /** Told when a target's breaker opens (`error`: the fault that opened it) or closes. */
+  circuit(target: string, open: boolean, detail: { error?: unknown; openMs?: number }): void;
 }
 
 /** One topology: its servers, where its keys live, and how its registries are kept. */

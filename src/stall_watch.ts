@@ -10,10 +10,14 @@
  * every waiting command at once (and reconnects a silent connection), so each call resolves (as a
  * miss) within `timeoutMs` plus one check period of the connection's last reply.
  *
+ * The watch is also what feeds the server's circuit breaker (src/circuit_breaker.ts): it sees
+ * every command settle, so it tells the breaker of each answer and fault, and a stall opens it.
+ *
  * @module
  */
 
 import { clearInterval, setInterval } from "node:timers";
+import type { CircuitBreaker } from "./circuit_breaker.ts";
 
 /** The part of an ioredis / iovalkey client the watch drives. */
 interface WatchedClient {
@@ -23,7 +27,7 @@ interface WatchedClient {
 }
 
 /** An ioredis / iovalkey `Command`: its promise can be settled from outside. */
-interface WatchedCommand {
+export interface WatchedCommand {
   reject(error: Error): void;
 }
 
@@ -34,6 +38,11 @@ export type StallHandler = (error: Error) => void;
 export interface StallWatch {
   /** Stops the check timer (closing the cache). */
   stop(): void;
+  /**
+   * Rejects the commands waiting on the connection (those `which` picks, or all) with `error`:
+   * their target's breaker opened.
+   */
+  rejectAll(error: Error, which?: (command: WatchedCommand) => boolean): void;
 }
 
 /**
@@ -49,12 +58,14 @@ export interface StallWatch {
  * @param client The client to watch; its `sendCommand` is wrapped in place.
  * @param timeoutMs How long the connection may go without a reply while commands wait.
  * @param onStall Told about each stall (for the fault log).
+ * @param breaker The server's breaker: told of every answer and fault; a stall opens it.
  * @returns The watch, to stop on close.
  */
 export function watchStalls(
   client: WatchedClient,
   timeoutMs: number,
   onStall: StallHandler,
+  breaker?: CircuitBreaker,
 ): StallWatch {
   const period = checkPeriod(timeoutMs);
   const send = client.sendCommand.bind(client);
@@ -79,11 +90,18 @@ export function watchStalls(
     if (now - quietSince < timeoutMs) return;
     quietSince = now;
     const error = new Error(`Command timed out: no reply for ${timeoutMs} ms`);
-    const waiting = [...inflight];
-    inflight.clear();
-    for (const command of waiting) command.reject(error);
+    rejectAll(error);
     if (client.status === "ready") client.disconnect(true);
     onStall(error);
+    breaker?.failed(error, true);
+  };
+
+  const rejectAll = (error: Error, which?: (command: WatchedCommand) => boolean) => {
+    for (const command of [...inflight]) {
+      if (which !== undefined && !which(command)) continue;
+      inflight.delete(command);
+      command.reject(error);
+    }
   };
 
   client.sendCommand = (command: WatchedCommand, ...rest: unknown[]) => {
@@ -100,7 +118,16 @@ export function watchStalls(
     const settle = () => {
       if (inflight.delete(command)) completed++;
     };
-    promise.then(settle, settle);
+    if (breaker === undefined) promise.then(settle, settle);
+    else {
+      promise.then(() => {
+        settle();
+        breaker.succeeded();
+      }, (error) => {
+        settle();
+        breaker.failed(error);
+      });
+    }
     return promise;
   };
 
@@ -109,6 +136,7 @@ export function watchStalls(
       clearInterval(timer);
       timer = undefined;
     },
+    rejectAll,
   };
 }
 

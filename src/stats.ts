@@ -35,9 +35,11 @@ export interface CacheEvent {
   /**
    * `hit` / `miss`: a read found or did not find the entry (one event per key of a batch read);
    * `set`: an entry was stored; `error`: a server fault was served as a miss (or a background
-   * refresh failed); `clear`: a tenant, the global scope or everything was cleared.
+   * refresh failed); `clear`: a tenant, the global scope or everything was cleared;
+   * `circuit-open` / `circuit-close`: the circuit breaker of `target` opened (its calls are
+   * served as misses at once) or closed again (`ms`: how long it was open).
    */
-  type: "hit" | "miss" | "set" | "error" | "clear";
+  type: "hit" | "miss" | "set" | "error" | "clear" | "circuit-open" | "circuit-close";
   /** The call: `get`, `set`, `getMany`, `setMany`, `getOrSet`, `clearCompany`, ... */
   operation: string;
   /** The tenant addressed, when the call addressed one. */
@@ -48,6 +50,8 @@ export interface CacheEvent {
   ms: number;
   /** For `clear`: how many keys were deleted. For a batch `set`: how many entries were stored. */
   count?: number;
+  /** For `circuit-open` / `circuit-close`: the server (`host:port`) whose breaker it was. */
+  target?: string;
 }
 
 /**
@@ -142,6 +146,12 @@ export interface CacheStats {
   lockWaits: number;
   /** Clear calls (`clearCompany`, `clearGlobal`, `clearAll`). */
   clears: number;
+  /** Times a circuit breaker opened (a server, or a cluster master, stopped answering). */
+  circuitOpens: number;
+  /** Times a circuit breaker closed again (its server answered a probe). */
+  circuitCloses: number;
+  /** The servers (`host:port`) whose breaker is open now: their calls are served as misses. */
+  openCircuits: string[];
   /** Latency percentiles per operation that was called at least once. */
   operations: Record<string, OperationStats>;
 }
@@ -223,6 +233,8 @@ export class Metrics {
   errors = 0;
   lockWaits = 0;
   clears = 0;
+  circuitOpens = 0;
+  circuitCloses = 0;
   readonly #histograms = new Map<string, Histogram>();
   readonly #listeners = new Set<CacheEventListener>();
   readonly #onListenerError: (error: unknown) => void;
@@ -270,6 +282,7 @@ export class Metrics {
     companyId?: string,
     key?: string,
     count?: number,
+    target?: string,
   ): void {
     if (this.#listeners.size === 0) return;
     // Only the fields that apply, so a listener never sees `key: undefined`.
@@ -277,6 +290,7 @@ export class Metrics {
     if (companyId !== undefined) event.companyId = companyId;
     if (key !== undefined) event.key = key;
     if (count !== undefined) event.count = count;
+    if (target !== undefined) event.target = target;
     for (const listener of this.#listeners) {
       try {
         const result: unknown = listener(event);
@@ -354,8 +368,27 @@ export class Metrics {
     if (this.#listeners.size !== 0) this.emit("clear", op.name, ms, companyId, undefined, count);
   }
 
-  /** Counters and percentiles as they stand. */
-  snapshot(): CacheStats {
+  /** A target's breaker opened or closed (`ms`: how long it was open, for a close). */
+  circuit(target: string, open: boolean, ms: number): void {
+    if (open) this.circuitOpens++;
+    else this.circuitCloses++;
+    this.emit(
+      open ? "circuit-open" : "circuit-close",
+      "circuit",
+      ms,
+      undefined,
+      undefined,
+      undefined,
+      target,
+    );
+  }
+
+  /**
+   * Counters and percentiles as they stand.
+   *
+   * @param openCircuits The targets whose breaker is open now.
+   */
+  snapshot(openCircuits: string[] = []): CacheStats {
     const operations: Record<string, OperationStats> = {};
     for (const [name, histogram] of this.#histograms) {
       if (histogram.calls > 0) operations[name] = histogram.snapshot();
@@ -370,6 +403,9 @@ export class Metrics {
       errors: this.errors,
       lockWaits: this.lockWaits,
       clears: this.clears,
+      circuitOpens: this.circuitOpens,
+      circuitCloses: this.circuitCloses,
+      openCircuits,
       operations,
     };
   }

@@ -1,7 +1,8 @@
 /**
  * The cluster topology (Redis Cluster, Valkey Cluster): `Cluster` clients of ioredis / iovalkey,
  * each under a deadline watch (with one master down the others keep answering, so only a
- * per-command deadline bounds a call), with an auto-pipelined twin for reads; batches split by
+ * per-command deadline bounds a call) that feeds a circuit breaker per master, with an
+ * auto-pipelined twin for reads; batches split by
  * hash slot; scans and script loads on every master; the hash-tagged layout and the upkeep that
  * declares every key to its scripts.
  *
@@ -9,8 +10,9 @@
  */
 
 import { setImmediate } from "node:timers";
+import { CircuitBreaker, CircuitOpenError, isServerReply } from "../circuit_breaker.ts";
 import type { ClusterClient, ClusterConstructor, ProtocolClient } from "../client_types.ts";
-import { watchDeadlines } from "../deadline_watch.ts";
+import { type BreakerFeed, type RejectableCommand, watchDeadlines } from "../deadline_watch.ts";
 import { ClusterLayout } from "../layout.ts";
 import { SlotUpkeep } from "../registry_upkeep.ts";
 import {
@@ -22,7 +24,7 @@ import {
   type ScriptName,
 } from "../scripts.ts";
 import type { Scanner, Servers, Topology, TopologyOptions } from "../servers.ts";
-import { groupBySlot } from "../slots.ts";
+import { groupBySlot, keySlot } from "../slots.ts";
 import type { StallWatch } from "../stall_watch.ts";
 import {
   clusterOptions,
@@ -72,12 +74,43 @@ export class ClusterServers implements Servers {
   #scripts: Record<ScriptName, Script> | undefined;
   #closed = false;
   #lastConnectionError: unknown;
+  /**
+   * The breakers of the masters that faulted lately or are open, by `host:port`; a master is
+   * dropped from it when it answers again, so a healthy cluster's map is empty.
+   */
+  readonly #breakers = new Map<string, CircuitBreaker>();
+  #openCount = 0;
+  readonly #feed: BreakerFeed | undefined;
 
   /** @param options The provider's settings. */
   constructor(options: TopologyOptions) {
     this.#options = options;
     this.#autoPipelining = options.autoPipelining ?? true;
     this.where = `cluster ${options.config.clusterNodes.join(",")}`;
+    if (options.breaker) {
+      const breakers = this.#breakers;
+      this.#feed = {
+        get watching() {
+          return breakers.size > 0;
+        },
+        succeeded: (command) => {
+          const master = this.#masterOf(command);
+          const breaker = master === undefined ? undefined : breakers.get(master);
+          if (breaker === undefined || breaker.open) return;
+          breakers.delete(master!);
+        },
+        refusal: (command) => {
+          const master = this.#masterOf(command);
+          const breaker = master === undefined ? undefined : breakers.get(master);
+          return breaker?.open ? new CircuitOpenError(master!) : undefined;
+        },
+        failed: (command, error, timedOut) => {
+          if (isServerReply(error) || error instanceof CircuitOpenError) return;
+          const master = this.#masterOf(command);
+          if (master !== undefined) this.#breakerOf(master).failed(error, timedOut);
+        },
+      };
+    }
   }
 
   get client(): ProtocolClient | null {
@@ -131,6 +164,7 @@ export class ClusterServers implements Servers {
 
   async close(): Promise<void> {
     this.#closed = true;
+    for (const breaker of this.#breakers.values()) breaker.stop();
     for (const watch of this.#watches) watch.stop();
     await closeAll([...this.#clients, ...this.#readers], this.#options.timeoutMs);
   }
@@ -146,14 +180,18 @@ export class ClusterServers implements Servers {
     return replies.every((reply) => reply === "PONG");
   }
 
+  openCircuits(): string[] {
+    return [...this.#breakers.values()].filter((b) => b.open).map((b) => b.target);
+  }
+
   /** A GET, pipelined (with a fallback on redirections) or on the plain client. */
   get(key: string): Promise<string | null> {
-    return send(() => this.#read((client) => client.get(key)));
+    return this.#refusal(key) ?? send(() => this.#read((client) => client.get(key)));
   }
 
   /** An MGET of one slot, pipelined like a GET. */
   mget(keys: string[]): Promise<(string | null)[]> {
-    return send(() => this.#read((client) => client.mget(...keys)));
+    return this.#refusal(keys[0]) ?? send(() => this.#read((client) => client.mget(...keys)));
   }
 
   /** One group per hash slot: a multi-key command must stay within one. */
@@ -181,6 +219,8 @@ export class ClusterServers implements Servers {
     const texts: (string | null)[] = new Array(keys.length).fill(null);
     await Promise.all([...groupBySlot(keys).values()].map(async (positions) => {
       try {
+        const refusal = this.#refusal(keys[positions[0]]);
+        if (refusal) await refusal;
         const replies = await client.mget(...positions.map((i) => keys[i]));
         positions.forEach((position, i) => texts[position] = replies[i]);
       } catch (error) {
@@ -191,10 +231,12 @@ export class ClusterServers implements Servers {
   }
 
   exists(key: string): Promise<number> {
-    return send(() => this.#pick().exists(key));
+    return this.#refusal(key) ?? send(() => this.#pick().exists(key));
   }
 
   run(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
+    const refusal = this.#refusal(keys[0]);
+    if (refusal) return refusal;
     // #scripts is set by open(); a call before it finds no connection and faults anyway.
     const scripts = this.#scripts;
     if (!scripts) return Promise.reject(new Error("not connected: call connect() first"));
@@ -205,6 +247,8 @@ export class ClusterServers implements Servers {
 
   /** Pipelined like a read, when there is a pipelined client. */
   runResendable(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
+    const refusal = this.#refusal(keys[0]);
+    if (refusal) return refusal;
     const scripts = this.#scripts;
     if (!scripts) return Promise.reject(new Error("not connected: call connect() first"));
     return send(() => {
@@ -221,21 +265,78 @@ export class ClusterServers implements Servers {
   scanners(): Scanner[] {
     const timeoutMs = this.#options.timeoutMs;
     return this.#pick().nodes("master").map((node) => ({
-      scan: (cursor: string, ...args: (string | number)[]) =>
-        withTimeout(node.scan(cursor, ...args), timeoutMs, "scan"),
+      scan: (cursor: string, ...args: (string | number)[]) => {
+        const breaker = this.#breakers.get(nodeKey(node));
+        return breaker?.open
+          ? breaker.refusal
+          : withTimeout(node.scan(cursor, ...args), timeoutMs, "scan");
+      },
     }));
   }
 
   srandmember(key: string, count: number): Promise<string[]> {
-    return send(() => this.#pick().srandmember(key, count));
+    return this.#refusal(key) ?? send(() => this.#pick().srandmember(key, count));
   }
 
   srem(key: string, ...members: string[]): Promise<number> {
-    return send(() => this.#pick().srem(key, ...members));
+    return this.#refusal(key) ?? send(() => this.#pick().srem(key, ...members));
   }
 
   sscan(key: string, cursor: string, count: number): Promise<[string, string[]]> {
-    return send(() => this.#pick().sscan(key, cursor, "COUNT", count));
+    return this.#refusal(key) ?? send(() => this.#pick().sscan(key, cursor, "COUNT", count));
+  }
+
+  /**
+   * The refusal of the breaker of `key`'s master when it is open, else `undefined`. Costs nothing
+   * while every breaker is closed; otherwise one slot computation and table lookup.
+   */
+  #refusal(key: string | undefined): Promise<never> | undefined {
+    if (this.#openCount === 0 || key === undefined) return undefined;
+    const master = this.#masterOfSlot(keySlot(key));
+    const breaker = master === undefined ? undefined : this.#breakers.get(master);
+    return breaker?.open ? breaker.refusal : undefined;
+  }
+
+  /** The `host:port` of the master a command was routed to (by its slot), if it has keys. */
+  #masterOf(command: RejectableCommand): string | undefined {
+    const slot = (command as { getSlot?: () => number | null }).getSlot?.();
+    return typeof slot === "number" ? this.#masterOfSlot(slot) : undefined;
+  }
+
+  /** The `host:port` of the master serving `slot`, from the cluster client's slot table. */
+  #masterOfSlot(slot: number): string | undefined {
+    return (this.#clients[0] as unknown as { slots?: string[][] } | undefined)?.slots?.[slot]?.[0];
+  }
+
+  /** The breaker of `master`, made on its first fault. */
+  #breakerOf(master: string): CircuitBreaker {
+    let breaker = this.#breakers.get(master);
+    if (breaker !== undefined) return breaker;
+    const { breaker: settings, circuit, timeoutMs } = this.#options;
+    breaker = new CircuitBreaker(master, settings!, {
+      probe: () => {
+        const node = this.#clients[0]?.nodes("master").find((n) => nodeKey(n) === master);
+        // No longer a master the client knows (gone, failed over): nothing routes there now.
+        if (node === undefined) return Promise.resolve();
+        return withTimeout(node.ping(), timeoutMs, "probe");
+      },
+      opened: (target, error) => {
+        this.#openCount++;
+        // The calls still waiting on that master resolve now, as misses.
+        const refused = new CircuitOpenError(target);
+        const onTarget = (command: unknown) =>
+          this.#masterOf(command as RejectableCommand) === target;
+        for (const watch of this.#watches) watch.rejectAll(refused, onTarget);
+        circuit(target, true, { error });
+      },
+      closed: (target, openMs) => {
+        this.#openCount--;
+        this.#breakers.delete(target);
+        circuit(target, false, { openMs });
+      },
+    });
+    this.#breakers.set(master, breaker);
+    return breaker;
   }
 
   /** A read on the next client in turn: through its pipelined twin when there is one. */
@@ -281,12 +382,16 @@ export class ClusterServers implements Servers {
     this.#watches.push(watchDeadlines(
       cluster as unknown as Parameters<typeof watchDeadlines>[0],
       timeoutMs,
-      (error) =>
+      (error) => {
+        // With breakers, the opening line of the master's says this (once).
+        if (this.#feed) return;
         log.fault(
           "stall",
           `No reply from a node of ${this.where} within ${timeoutMs} ms; served as a miss`,
           error,
-        ),
+        );
+      },
+      this.#feed,
     ));
     cluster.on("ready", () => {
       this.#lastConnectionError = undefined;
@@ -317,4 +422,10 @@ export class ClusterServers implements Servers {
       }),
     );
   }
+}
+
+/** A node connection's `host:port`, as the cluster client's slot table names it. */
+function nodeKey(node: ProtocolClient): string {
+  const options = (node as unknown as { options: { host: string; port: number } }).options;
+  return `${options.host}:${options.port}`;
 }

@@ -1,12 +1,13 @@
 /**
  * The single-server topology: a pool of `Redis` clients of ioredis / iovalkey to one server (or
- * a primary), calls spread over them in turn, each connection under a stall watch, its scripts
- * registered again whenever it reconnects; the layout of the Python original and the upkeep by
- * scripts that read a registry's members themselves.
+ * a primary), calls spread over them in turn, each connection under a stall watch that feeds the
+ * server's circuit breaker, its scripts registered again whenever it reconnects; the layout of
+ * the Python original and the upkeep by scripts that read a registry's members themselves.
  *
  * @module
  */
 
+import { CircuitBreaker, CircuitOpenError } from "../circuit_breaker.ts";
 import type { ClientConstructor, ProtocolClient } from "../client_types.ts";
 import { urlHost } from "../config.ts";
 import { commandName } from "../faults.ts";
@@ -57,6 +58,8 @@ export class StandaloneServers implements Servers {
   #scripts: Record<ScriptName, Script> | undefined;
   #closed = false;
   #lastConnectionError: unknown;
+  /** The server's breaker; `undefined` when turned off. */
+  readonly #breaker: CircuitBreaker | undefined;
 
   /** @param options The provider's settings. */
   constructor(options: TopologyOptions) {
@@ -67,6 +70,19 @@ export class StandaloneServers implements Servers {
     const config = options.config;
     // `[::1]:6379/0`: a bare IPv6 host would run into its port.
     this.where = `${urlHost(config.host)}:${config.port}/${config.db}`;
+    if (options.breaker) {
+      const target = `${urlHost(config.host)}:${config.port}`;
+      this.#breaker = new CircuitBreaker(target, options.breaker, {
+        probe: () => this.#probe(),
+        opened: (target, error) => {
+          // The calls still waiting on the pool resolve now, as misses, like the later ones.
+          const refused = new CircuitOpenError(target);
+          for (const watch of this.#watches) watch.rejectAll(refused);
+          options.circuit(target, true, { error });
+        },
+        closed: (target, openMs) => options.circuit(target, false, { openMs }),
+      });
+    }
   }
 
   get client(): ProtocolClient | null {
@@ -106,6 +122,7 @@ export class StandaloneServers implements Servers {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.#breaker?.stop();
     for (const watch of this.#watches) watch.stop();
     await closeAll(this.#clients, this.#options.timeoutMs);
   }
@@ -120,11 +137,17 @@ export class StandaloneServers implements Servers {
     return replies.every((reply) => reply === "PONG");
   }
 
+  openCircuits(): string[] {
+    return this.#breaker?.open ? [this.#breaker.target] : [];
+  }
+
   get(key: string): Promise<string | null> {
+    if (this.#breaker?.open) return this.#breaker.refusal;
     return send(() => this.#pick().get(key));
   }
 
   mget(keys: string[]): Promise<(string | null)[]> {
+    if (this.#breaker?.open) return this.#breaker.refusal;
     return send(() => this.#pick().mget(...keys));
   }
 
@@ -144,10 +167,12 @@ export class StandaloneServers implements Servers {
   }
 
   exists(key: string): Promise<number> {
+    if (this.#breaker?.open) return this.#breaker.refusal;
     return send(() => this.#pick().exists(key));
   }
 
   run(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
+    if (this.#breaker?.open) return this.#breaker.refusal;
     // #scripts is set by open(); a call before it finds no connection and faults anyway.
     const scripts = this.#scripts;
     if (!scripts) return Promise.reject(new Error("not connected: call connect() first"));
@@ -164,20 +189,36 @@ export class StandaloneServers implements Servers {
     const timeoutMs = this.#options.timeoutMs;
     return [{
       scan: (cursor: string, ...args: (string | number)[]) =>
-        withTimeout(client.scan(cursor, ...args), timeoutMs, "scan"),
+        this.#breaker?.open
+          ? this.#breaker.refusal
+          : withTimeout(client.scan(cursor, ...args), timeoutMs, "scan"),
     }];
   }
 
   srandmember(key: string, count: number): Promise<string[]> {
+    if (this.#breaker?.open) return this.#breaker.refusal;
     return send(() => (this.#pick() as unknown as SetCommands).srandmember(key, count));
   }
 
   srem(key: string, ...members: string[]): Promise<number> {
+    if (this.#breaker?.open) return this.#breaker.refusal;
     return send(() => (this.#pick() as unknown as SetCommands).srem(key, ...members));
   }
 
   sscan(key: string, cursor: string, count: number): Promise<[string, string[]]> {
+    if (this.#breaker?.open) return this.#breaker.refusal;
     return send(() => (this.#pick() as unknown as SetCommands).sscan(key, cursor, "COUNT", count));
+  }
+
+  /**
+   * One PING on a connection that is up (a hung server's stays up until the stall watch drops it;
+   * its PONG arrives right after the server resumes). With none up there is nothing to probe: the
+   * reconnect's `ready` closes the breaker instead.
+   */
+  #probe(): Promise<unknown> {
+    const client = this.#clients.find((c) => c.status === "ready");
+    if (client === undefined) return Promise.reject(new Error("no connection is up"));
+    return withTimeout(client.ping(), this.#options.timeoutMs, "probe");
   }
 
   /** The next connection in turn; throws before `open()`. */
@@ -219,8 +260,13 @@ export class StandaloneServers implements Servers {
       maxRetriesPerRequest: config.retryOnTimeout ? 1 : 0,
       enableAutoPipelining: this.#autoPipelining,
       // Reconnect attempts back off to one per second: cheap for a down server (one refused TCP
-      // connect), and a restarted server is in use again within about a second.
-      retryStrategy: (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 1000),
+      // connect). While the breaker is open they come every probe interval instead, so a
+      // restarted server is in use again within about that interval.
+      retryStrategy: (attempt: number) =>
+        Math.min(
+          50 * 2 ** Math.min(attempt, 6),
+          this.#breaker?.open ? this.#options.breaker!.probeIntervalMs : 1000,
+        ),
     });
     client.on("error", (error) => {
       this.#lastConnectionError = error;
@@ -234,16 +280,22 @@ export class StandaloneServers implements Servers {
     this.#watches.push(watchStalls(
       client as unknown as Parameters<typeof watchStalls>[0],
       timeoutMs,
-      (error) =>
+      (error) => {
+        // With a breaker, its opening line says this (once).
+        if (this.#breaker) return;
         log.fault(
           "stall",
           `No reply from ${this.where} for ${timeoutMs} ms; calls are served as misses while it reconnects`,
           error,
-        ),
+        );
+      },
+      this.#breaker,
     ));
     client.on("ready", () => {
       this.#lastConnectionError = undefined;
       log.recovered("connection");
+      // A connection that passed its handshake and ready check proves the server answers.
+      this.#breaker?.answered();
       // A restarted server has lost its scripts: register them again before calls arrive.
       if (this.#scripts) {
         registerScripts(client, this.#scripts).catch((error) =>
