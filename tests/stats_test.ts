@@ -272,6 +272,9 @@ for (const kind of KINDS) {
         assert.deepEqual(shapes(faults), [
           "error get acme -",
           "error set - -",
+          // Three connection faults in a row (refused connects and calls) opened the breaker:
+          // later calls are refused at once, and still counted as errors.
+          "circuit-open circuit - -",
           "error clearCompany acme -",
           "error getOrSet - -",
           "miss getOrSet - -",
