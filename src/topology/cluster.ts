@@ -16,7 +16,6 @@ import { type BreakerFeed, type RejectableCommand, watchDeadlines } from "../dea
 import { ClusterLayout } from "../layout.ts";
 import { SlotUpkeep } from "../registry_upkeep.ts";
 import {
-  loadScriptSources,
   registerScripts,
   runScript,
   type Script,
@@ -35,9 +34,8 @@ import {
 import {
   closeAll,
   connectionFault,
-  loadLibrary,
+  loadOpenParts,
   send,
-  tlsOptions,
   untilReady,
   withTimeout,
 } from "./connection.ts";
@@ -122,31 +120,27 @@ export class ClusterServers implements Servers {
   }
 
   async open(): Promise<void> {
-    if (this.#closed) return;
-    this.#scripts ??= await loadScriptSources();
-    if (this.#clients.length === 0) {
-      const { config, envPrefix, timeoutMs } = this.#options;
-      const tls = config.tls ? await tlsOptions(config, envPrefix) : undefined;
-      // A close() during the awaits above found no connection to close: open none now.
-      if (this.#closed) return;
-      // Each node is checked against its own host name, not the first seed's.
-      if (tls) delete tls.servername;
-      const Cluster = await loadLibrary(
-        () => this.#options.loadCluster(),
-        this.#options.clientPackage,
-      );
-      if (this.#closed) return;
-      for (let i = 0; i < this.#options.poolSize; i++) {
-        const cluster = this.#createClient(Cluster, tls, false);
-        this.#clients.push(cluster);
-        const bound = <T>(promise: Promise<T>, what: string) =>
-          withTimeout(promise, timeoutMs, what);
-        this.#scriptClients.push(clusterScriptClient(cluster, bound));
-        if (this.#autoPipelining) {
-          const reader = this.#createClient(Cluster, tls, true);
-          this.#readers.push(reader);
-          this.#readerScripts.push(clusterScriptClient(reader, bound));
-        }
+    if (this.#closed || this.#clients.length > 0) return;
+    const parts = await loadOpenParts(
+      this.#options,
+      () => this.#options.loadCluster(),
+      () => this.#closed,
+    );
+    if (parts === undefined || this.#clients.length > 0) return;
+    this.#scripts = parts.scripts;
+    const { tls, Library: Cluster } = parts;
+    const { timeoutMs } = this.#options;
+    // Each node is checked against its own host name, not the first seed's.
+    if (tls) delete tls.servername;
+    for (let i = 0; i < this.#options.poolSize; i++) {
+      const cluster = this.#createClient(Cluster, tls, false);
+      this.#clients.push(cluster);
+      const bound = <T>(promise: Promise<T>, what: string) => withTimeout(promise, timeoutMs, what);
+      this.#scriptClients.push(clusterScriptClient(cluster, bound));
+      if (this.#autoPipelining) {
+        const reader = this.#createClient(Cluster, tls, true);
+        this.#readers.push(reader);
+        this.#readerScripts.push(clusterScriptClient(reader, bound));
       }
     }
   }

@@ -1,7 +1,7 @@
 /**
- * What both topologies do the same way with a connection: load the client library, build the TLS
- * options, wait for a client to be ready, bound a call by the timeout, word a connection fault,
- * and drop a connection at once.
+ * What both topologies do the same way with a connection: load the scripts, the client library and
+ * the TLS options before the first client is made, wait for a client to be ready, bound a call by
+ * the timeout, word a connection fault, and drop a connection at once.
  *
  * @module
  */
@@ -13,6 +13,38 @@ import { CacheConfigError, CacheDependencyError } from "../errors.ts";
 import { faultCause } from "../faults.ts";
 import type { FaultLog } from "../log.ts";
 import { readTextFile } from "../runtime.ts";
+import { loadScriptSources, type Script, type ScriptName } from "../scripts.ts";
+import type { TopologyOptions } from "../servers.ts";
+
+/** What a topology's `open()` needs before it makes its clients. */
+export interface OpenParts<C> {
+  /** The Lua scripts' sources. */
+  scripts: Record<ScriptName, Script>;
+  /** The TLS options, when the config asks for TLS. */
+  tls: Record<string, unknown> | undefined;
+  /** The client library's class. */
+  Library: C;
+}
+
+/**
+ * Loads what a topology's `open()` needs: the scripts' sources, the TLS options (an unreadable CA
+ * file is a `CacheConfigError`) and the client library's class (a missing package is a
+ * `CacheDependencyError`). `undefined` when `closed()` became true during one of the awaits: a
+ * `close()` then found no connection to close, so none may be opened.
+ */
+export async function loadOpenParts<C>(
+  options: TopologyOptions,
+  load: () => Promise<C>,
+  closed: () => boolean,
+): Promise<OpenParts<C> | undefined> {
+  const scripts = await loadScriptSources();
+  const { config, envPrefix } = options;
+  const tls = config.tls ? await tlsOptions(config, envPrefix) : undefined;
+  if (closed()) return undefined;
+  const Library = await loadLibrary(load, options.clientPackage);
+  if (closed()) return undefined;
+  return { scripts, tls, Library };
+}
 
 /** Loads a class of the client library; a missing package is a `CacheDependencyError`. */
 export async function loadLibrary<C>(load: () => Promise<C>, name: string): Promise<C> {

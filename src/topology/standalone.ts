@@ -13,21 +13,14 @@ import { urlHost } from "../config.ts";
 import { commandName } from "../faults.ts";
 import { StandaloneLayout } from "../layout.ts";
 import { ScriptUpkeep } from "../registry_upkeep.ts";
-import {
-  loadScriptSources,
-  registerScripts,
-  runScript,
-  type Script,
-  type ScriptName,
-} from "../scripts.ts";
+import { registerScripts, runScript, type Script, type ScriptName } from "../scripts.ts";
 import type { Scanner, Servers, Topology, TopologyOptions } from "../servers.ts";
 import { type StallWatch, watchStalls } from "../stall_watch.ts";
 import {
   closeAll,
   connectionFault,
-  loadLibrary,
+  loadOpenParts,
   send,
-  tlsOptions,
   untilReady,
   withTimeout,
 } from "./connection.ts";
@@ -94,21 +87,16 @@ export class StandaloneServers implements Servers {
   }
 
   async open(): Promise<void> {
-    if (this.#closed) return;
-    this.#scripts ??= await loadScriptSources();
-    if (this.#clients.length === 0) {
-      const { config, envPrefix } = this.#options;
-      const tls = config.tls ? await tlsOptions(config, envPrefix) : undefined;
-      // A close() during the awaits above found no connection to close: open none now.
-      if (this.#closed) return;
-      const Client = await loadLibrary(
-        () => this.#options.loadClient(),
-        this.#options.clientPackage,
-      );
-      if (this.#closed) return;
-      for (let i = 0; i < this.#options.poolSize; i++) {
-        this.#clients.push(this.#createClient(Client, tls));
-      }
+    if (this.#closed || this.#clients.length > 0) return;
+    const parts = await loadOpenParts(
+      this.#options,
+      () => this.#options.loadClient(),
+      () => this.#closed,
+    );
+    if (parts === undefined || this.#clients.length > 0) return;
+    this.#scripts = parts.scripts;
+    for (let i = 0; i < this.#options.poolSize; i++) {
+      this.#clients.push(this.#createClient(parts.Library, parts.tls));
     }
   }
 
