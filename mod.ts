@@ -33,6 +33,7 @@ export {
   cacheGet,
   cacheGetMany,
   cacheGetOrSet,
+  cacheInvalidateTags,
   cachePruneRegistries,
   cacheSet,
   cacheSetMany,
@@ -75,6 +76,7 @@ export type {
   Compute,
   EntryOptions,
   GetOrSetOptions,
+  InvalidateTagsOptions,
   SetOptions,
 } from "./src/types.ts";
 export type { CacheEvent, CacheEventListener, CacheStats, OperationStats } from "./src/stats.ts";

@@ -12,6 +12,9 @@
            <prefix>generation:global
   KEYS[4]  the clear-all epoch: <prefix>generation:all
   KEYS[5]  the entry's lock: <prefix>lock:<entry key without prefix>
+  KEYS[6]  (a tagged entry only) the scope's tag index: <prefix>tags:<scope>
+  KEYS[7..] (a tagged entry only) its tag sets: <prefix>tag:<scope>:<digest>, each of which
+           the entry joins, as set_and_register_tags does; an untagged entry passes 5 keys
   ARGV[1]  TTL in milliseconds; "0" stores without expiry
   ARGV[2]  how many random registry members to sample if the key was not registered yet ("0": no
            pruning)
@@ -52,6 +55,20 @@ if added == 1 and sample > 0 then
       redis.call("SREM", registry, member)
     end
   end
+end
+
+if #KEYS > 5 then
+  for i = 7, #KEYS do
+    if redis.call("SADD", KEYS[i], KEYS[2]) == 1 and sample > 0 then
+      local members = redis.call("SRANDMEMBER", KEYS[i], sample)
+      for _, member in ipairs(members) do
+        if redis.call("EXISTS", member) == 0 then
+          redis.call("SREM", KEYS[i], member)
+        end
+      end
+    end
+  end
+  redis.call("SADD", KEYS[6], unpack(KEYS, 7))
 end
 
 return 1

@@ -18,6 +18,8 @@
  * @module
  */
 
+import type { TagTarget } from "./tags.ts";
+
 /** At most this many keys per coalesced command (Lua's `unpack` limit is about 8,000). */
 const MAX_KEYS = 1000;
 /** A coalesced write is sent once its values reach this many characters, so no command is huge. */
@@ -39,8 +41,17 @@ export interface CoalescedSender {
    * run (see `Servers.endOfTick`).
    */
   endOfTick?(flush: () => void): void;
-  /** One `set_and_register` call; resolves `false` on a fault (already logged), never rejects. */
-  write(registry: string, keys: string[], texts: string[], ttlMs: number): Promise<boolean>;
+  /**
+   * One `set_and_register` call (`set_and_register_tags` with `tags`); resolves `false` on a
+   * fault (already logged), never rejects.
+   */
+  write(
+    registry: string,
+    keys: string[],
+    texts: string[],
+    ttlMs: number,
+    tags?: TagTarget,
+  ): Promise<boolean>;
 }
 
 interface ReadBatch {
@@ -53,6 +64,7 @@ interface WriteBatch {
   readonly kind: "write";
   readonly registry: string;
   readonly ttlMs: number;
+  readonly tags: TagTarget | undefined;
   readonly keys: string[];
   readonly texts: string[];
   chars: number;
@@ -100,15 +112,21 @@ export class Coalescer {
 
   /**
    * Stores `text` at `key` and registers it: in a script call of its own as a tick's first call,
-   * else in the tick's call for `registry` and `ttlMs`; every call in one batch shares its outcome
-   * (the script is atomic).
+   * else in the tick's call for `registry`, `ttlMs` and `tags`; every call in one batch shares its
+   * outcome (the script is atomic).
    */
-  write(registry: string, key: string, text: string, ttlMs: number): Promise<boolean> {
+  write(
+    registry: string,
+    key: string,
+    text: string,
+    ttlMs: number,
+    tags?: TagTarget,
+  ): Promise<boolean> {
     if (!this.#inTick) {
       this.#startTick();
-      return this.#send.write(registry, [key], [text], ttlMs);
+      return this.#send.write(registry, [key], [text], ttlMs, tags);
     }
-    const id = `${ttlMs} ${registry}`;
+    const id = tags ? `${ttlMs} ${registry}\n${tags.id}` : `${ttlMs} ${registry}`;
     let at = this.#openWrites.get(id) ?? -1;
     let batch = this.#pending[at] as WriteBatch | undefined;
     if (
@@ -116,7 +134,17 @@ export class Coalescer {
     ) {
       let resolve!: (stored: boolean) => void;
       const done = new Promise<boolean>((r) => resolve = r);
-      batch = { kind: "write", registry, ttlMs, keys: [], texts: [], chars: 0, done, resolve };
+      batch = {
+        kind: "write",
+        registry,
+        ttlMs,
+        tags,
+        keys: [],
+        texts: [],
+        chars: 0,
+        done,
+        resolve,
+      };
       at = this.#pending.push(batch) - 1;
       this.#openWrites.set(id, at);
     }
@@ -138,7 +166,8 @@ export class Coalescer {
     this.#openWrites.clear();
     for (const batch of batches) {
       if (batch.kind === "write") {
-        this.#send.write(batch.registry, batch.keys, batch.texts, batch.ttlMs).then(batch.resolve);
+        this.#send.write(batch.registry, batch.keys, batch.texts, batch.ttlMs, batch.tags)
+          .then(batch.resolve);
       } else {
         const groups = batch.keys.length > 1 ? this.#send.groups?.(batch.keys) : undefined;
         if (!groups || groups.length === 1) this.#sendReads(batch.keys, batch.waiters);

@@ -15,7 +15,15 @@ import { MemoryCache } from "./memory.ts";
 import { RedisCache } from "./redis.ts";
 import { type EnvRecord, readEnv } from "./runtime.ts";
 import { type CacheEventListener, type CacheStats, emptyStats } from "./stats.ts";
-import type { CacheBackend, Compute, EntryOptions, GetOrSetOptions, SetOptions } from "./types.ts";
+import { requireTags } from "./tags.ts";
+import type {
+  CacheBackend,
+  Compute,
+  EntryOptions,
+  GetOrSetOptions,
+  InvalidateTagsOptions,
+  SetOptions,
+} from "./types.ts";
 import { ValkeyCache } from "./valkey.ts";
 
 /**
@@ -456,6 +464,44 @@ export function cacheSetMany(
  */
 export function cacheClearCompany(companyId: string | number): Promise<number> {
   return withBackend((backend) => backend.clearCompany(companyId), 0);
+}
+
+/**
+ * Deletes every entry of one scope (a tenant with `companyId`, else the global scope) that
+ * carries any of `tags` (given with `cacheSet`, `cacheSetMany` or `cacheGetOrSet`), in bounded
+ * batches. Never touches another scope's entries, whatever the tenant ids and tags hold. Counts
+ * as a clear for `cacheGetOrSet`: a value whose compute started before it is returned, not
+ * stored.
+ *
+ * @param tags The tags: at most 64 non-empty strings of at most 1,024 UTF-8 bytes each (anything
+ * else is a `CacheInputError`).
+ * @param options `companyId` for a tenant's entries; omit for the global scope. `onProgress`
+ * receives the running count after each batch.
+ * @returns How many keys were deleted (an entry carrying several of the tags counts once); `0`
+ * with no cache or on a server fault (logged).
+ *
+ * @example Dropping everything cached about one user of one tenant
+ * ```ts
+ * import { cacheGet, cacheInvalidateTags, cacheSet, closeCache, setCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * await setCache({ provider: "memory" });
+ * await cacheSet("profile:42", { name: "Ada" }, { companyId: "acme", tags: ["user:42"] });
+ * await cacheSet("orders:42", [1, 2], { companyId: "acme", tags: ["user:42", "orders"] });
+ * await cacheSet("orders:7", [3], { companyId: "acme", tags: ["user:7", "orders"] });
+ * assert.equal(await cacheInvalidateTags(["user:42"], { companyId: "acme" }), 2);
+ * assert.equal(await cacheGet("orders:42", { companyId: "acme" }), null);
+ * assert.deepEqual(await cacheGet("orders:7", { companyId: "acme" }), [3]);
+ * await closeCache();
+ * ```
+ */
+export function cacheInvalidateTags(
+  tags: readonly string[],
+  options?: InvalidateTagsOptions,
+): Promise<number> {
+  // Bad tags are a CacheInputError even with no cache, as bad input is everywhere.
+  requireTags(tags);
+  return withBackend((backend) => backend.invalidateTags(tags, options), 0);
 }
 
 /**

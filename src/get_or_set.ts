@@ -28,6 +28,7 @@ import type { FaultLog } from "./log.ts";
 import { randomToken } from "./runtime.ts";
 import type { Histogram, Metrics } from "./stats.ts";
 import type { Compute, GetOrSetOptions } from "./types.ts";
+import { validateTags } from "./tags.ts";
 import { MAX_TTL_SECONDS, parseValue, serializeValue, ttlToMs } from "./values.ts";
 
 /** The default `lockTimeout`, in seconds. */
@@ -58,6 +59,8 @@ export interface FlowKeys {
   readonly all: string;
   /** The tenant, `undefined` for the global scope. */
   readonly companyId: string | undefined;
+  /** The entry's tags (checked, without duplicates); empty for an untagged entry. */
+  readonly tags: readonly string[];
 }
 
 /** What read-or-lock found (see lua/read_or_lock.lua for the statuses). */
@@ -158,6 +161,7 @@ export class GetOrSetRunner {
     const hash = hashInput(input, ctx.maxKeyInputBytes);
     const key = ctx.layout.entryKey(ctx.name, hash, companyId);
     const plan = resolvePlan(options, ctx.defaultTtl);
+    const tags = validateTags(options?.tags);
 
     let result: FlowResult;
     if (plan.staleMs === 0) {
@@ -172,7 +176,7 @@ export class GetOrSetRunner {
       else if (computing.getStore()?.has(key)) {
         return await this.#reentrant(compute, start, companyId, key);
       } else {
-        const keys = this.#keys(key, hash, companyId);
+        const keys = this.#keys(key, hash, companyId, tags);
         const joined = this.#inflight.get(key);
         result = joined
           ? await this.#join(joined, keys, plan, compute)
@@ -182,7 +186,7 @@ export class GetOrSetRunner {
       // One read-or-lock call: the value and whether it is stale, and the lock when it is.
       // In-process flows are joined only when the entry is missing: a refresh in flight must not
       // hold up callers that can be served the stale value.
-      const keys = this.#keys(key, hash, companyId);
+      const keys = this.#keys(key, hash, companyId, tags);
       const token = randomToken();
       let reply: LockReply;
       try {
@@ -217,7 +221,12 @@ export class GetOrSetRunner {
     }
   }
 
-  #keys(key: string, hash: string, companyId: string | undefined): FlowKeys {
+  #keys(
+    key: string,
+    hash: string,
+    companyId: string | undefined,
+    tags: readonly string[],
+  ): FlowKeys {
     const layout = this.#ctx.layout;
     const registry = layout.registryKey(hash, companyId);
     return {
@@ -227,6 +236,7 @@ export class GetOrSetRunner {
       generation: layout.generationKey(registry),
       all: layout.epochKey(registry),
       companyId,
+      tags,
     };
   }
 

@@ -11,6 +11,10 @@
  * | tenant registry | `<prefix>registry:tenant:<companyId>` |
  * | global entry | `<prefix><name>:<hash>` |
  * | global registry | `<prefix>registry:global` |
+ * | tenant tag set | `<prefix>tag:tenant:<companyId>:<digest>` |
+ * | global tag set | `<prefix>tag:global:<digest>` |
+ * | tenant tag index | `<prefix>tags:tenant:<companyId>` |
+ * | global tag index | `<prefix>tags:global` |
  *
  * Cluster: every key of one scope bucket carries the same hash tag, so every script call (an entry
  * and its registry) stays within one slot, and a scope split into buckets spreads over the masters.
@@ -22,6 +26,10 @@
  * | tenant registry | `<prefix>registry:tenant:<scope>` |
  * | global entry | `<prefix>global:{g<bucket>}:<name>:<hash>` |
  * | global registry | `<prefix>registry:global:{g<bucket>}` |
+ * | tenant tag set | `<prefix>tag:tenant:<scope>:<digest>` |
+ * | global tag set | `<prefix>tag:global:{g<bucket>}:<digest>` |
+ * | tenant tag index | `<prefix>tags:tenant:<scope>` |
+ * | global tag index | `<prefix>tags:global:{g<bucket>}` |
  *
  * where a tenant's `<scope>` is `{<companyId>}` (one bucket) or `{<companyId>#<bucket>}`, with the
  * id written literally when it holds no `{`, `}` or `#`; any other id is written as
@@ -30,6 +38,14 @@
  * holds `#`, so two different tenants can never share a key, a registry or any other scope key;
  * the tag is only ever the text between the braces the layout wrote (a prefix with braces is
  * refused in cluster mode).
+ *
+ * Tags (src/tags.ts): a tag set is `<prefix>tag:<registry key after <prefix>registry:>:<digest>`
+ * and the scope's (bucket's) tag index, the set of its tag sets, `<prefix>tags:<the same>`, so
+ * each lives in the slot of the entries it lists. `<digest>` is the 64 lowercase hex digits of
+ * SHA-256(`tag:` + the tag's UTF-8 bytes): fixed-length and last, so no two (scope, tag) pairs
+ * share a key, whatever the tenant id and the tag hold (tenant `a` with tag `b:c` and tenant
+ * `a:b` with tag `c` are two keys). Neither is under `<prefix>registry:`, whose every Set the
+ * Python original's clear-all treats as a registry.
  *
  * getOrSet's keys follow the registry of their bucket: the generation counter
  * `<prefix>generation:<registry key after <prefix>registry:>`, the clear-all epoch

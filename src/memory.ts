@@ -18,12 +18,14 @@ import { type CacheLogger, FaultLog } from "./log.ts";
 import { allGenerationKey, registryGenerationKey, StandaloneLayout } from "./layout.ts";
 import { GetOrSetRunner, type GetOrSetStore } from "./get_or_set.ts";
 import { type CacheEventListener, type CacheStats, type Histogram, Metrics } from "./stats.ts";
+import { requireTags, tagIndexKey, tagSetKey, validateTags } from "./tags.ts";
 import type {
   CacheBackend,
   ClearOptions,
   Compute,
   EntryOptions,
   GetOrSetOptions,
+  InvalidateTagsOptions,
   SetOptions,
 } from "./types.ts";
 import { DEFAULT_MAX_VALUE_BYTES, parseValue, serializeValue, ttlToMs } from "./values.ts";
@@ -110,6 +112,8 @@ interface PreparedWrite {
   pairs: [string, string][];
   ttlMs: number;
   registry: string;
+  /** The entries' tags (checked), empty for none. */
+  tags: readonly string[];
 }
 
 interface Entry {
@@ -147,6 +151,10 @@ export class MemoryCache implements CacheBackend {
   readonly #maxKeyInputBytes: number;
   readonly #entries = new Map<string, Entry>();
   readonly #registries = new Map<string, Set<string>>();
+  /** Tag sets (entry keys) by tag set key, as on the server (src/tags.ts). */
+  readonly #tagSets = new Map<string, Set<string>>();
+  /** Each scope's tag sets, by tag index key. */
+  readonly #tagIndexes = new Map<string, Set<string>>();
   /** getOrSet's locks, by lock key. */
   readonly #locks = new Map<string, Lock>();
   /** Generation counters, by counter key (created by a getOrSet miss, bumped by clears). */
@@ -228,6 +236,8 @@ export class MemoryCache implements CacheBackend {
     this.#closed = true;
     this.#entries.clear();
     this.#registries.clear();
+    this.#tagSets.clear();
+    this.#tagIndexes.clear();
     this.#locks.clear();
     this.#generations.clear();
   }
@@ -247,7 +257,7 @@ export class MemoryCache implements CacheBackend {
   async set(input: unknown, value: unknown, options?: SetOptions): Promise<boolean> {
     const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
-    const prepared = this.#prepare([[input, value]], companyId, options?.ttl);
+    const prepared = this.#prepare([[input, value]], companyId, options?.ttl, options?.tags);
     if (this.#refused("set")) return false;
     const [key] = this.#write(prepared);
     this.#metrics.stored(this.#opSet, start, companyId, key);
@@ -296,7 +306,7 @@ export class MemoryCache implements CacheBackend {
   ): Promise<boolean> {
     const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
-    const prepared = this.#prepare(entryList(entries), companyId, options?.ttl);
+    const prepared = this.#prepare(entryList(entries), companyId, options?.ttl, options?.tags);
     if (this.#refused("setMany")) return false;
     const keys = this.#write(prepared);
     this.#metrics.stored(this.#opSetMany, start, companyId, undefined, keys.length);
@@ -308,17 +318,19 @@ export class MemoryCache implements CacheBackend {
     entries: readonly (readonly [unknown, unknown])[],
     companyId: string | undefined,
     ttl: number | null | undefined,
+    tags: unknown,
   ): PreparedWrite {
     const ttlMs = ttlToMs(ttl, this.#defaultTtl);
+    const checked = validateTags(tags);
     const pairs = entries.map(([input, value]): [string, string] => [
       this.#key(input, companyId),
       serializeValue(value, this.#maxValueBytes),
     ]);
-    return { pairs, ttlMs, registry: registryKey(this.prefix, companyId) };
+    return { pairs, ttlMs, registry: registryKey(this.prefix, companyId), tags: checked };
   }
 
   /** Stores validated entries and registers them; returns their keys. */
-  #write({ pairs: prepared, ttlMs, registry }: PreparedWrite): string[] {
+  #write({ pairs: prepared, ttlMs, registry, tags }: PreparedWrite): string[] {
     let members = this.#registries.get(registry);
     if (!members) this.#registries.set(registry, members = new Set());
     const expiresAt = ttlMs === 0 ? 0 : Date.now() + ttlMs;
@@ -326,8 +338,59 @@ export class MemoryCache implements CacheBackend {
       this.#entries.set(key, { text, expiresAt });
       members.add(key);
     }
+    const keys = prepared.map(([key]) => key);
+    this.#tag(registry, tags, keys);
     this.#maybeSweep();
-    return prepared.map(([key]) => key);
+    return keys;
+  }
+
+  /** Adds `keys` to the set of each of `tags` in `registry`'s scope. */
+  #tag(registry: string, tags: readonly string[], keys: readonly string[]): void {
+    if (tags.length === 0) return;
+    const indexKey = tagIndexKey(this.prefix, registry);
+    let index = this.#tagIndexes.get(indexKey);
+    if (!index) this.#tagIndexes.set(indexKey, index = new Set());
+    for (const tag of tags) {
+      const setKey = tagSetKey(this.prefix, registry, tag);
+      let set = this.#tagSets.get(setKey);
+      if (!set) this.#tagSets.set(setKey, set = new Set());
+      for (const key of keys) set.add(key);
+      index.add(setKey);
+    }
+  }
+
+  /**
+   * Deletes every entry of one scope that carries any of `tags`; returns how many were deleted
+   * (an entry carrying several of them counts once). Counts as a clear for getOrSet. It deletes
+   * in one step, so it never calls `onProgress`.
+   */
+  async invalidateTags(
+    tags: readonly string[],
+    options?: InvalidateTagsOptions,
+  ): Promise<number> {
+    const start = performance.now();
+    const checked = requireTags(tags);
+    const companyId = normalizeCompanyId(options?.companyId);
+    if (this.#refused("invalidateTags")) return 0;
+    const registry = registryKey(this.prefix, companyId);
+    this.#bump(registryGenerationKey(this.prefix, registry));
+    const index = this.#tagIndexes.get(tagIndexKey(this.prefix, registry));
+    let deleted = 0;
+    for (const tag of checked) {
+      const setKey = tagSetKey(this.prefix, registry, tag);
+      const set = this.#tagSets.get(setKey);
+      if (!set) continue;
+      for (const key of set) {
+        if (this.#live(key) !== undefined) deleted++;
+        this.#entries.delete(key);
+        this.#unregister(registry, key);
+      }
+      this.#tagSets.delete(setKey);
+      index?.delete(setKey);
+    }
+    if (index?.size === 0) this.#tagIndexes.delete(tagIndexKey(this.prefix, registry));
+    this.#metrics.cleared(this.#metrics.operation("invalidateTags"), start, deleted, companyId);
+    return deleted;
   }
 
   /**
@@ -359,6 +422,8 @@ export class MemoryCache implements CacheBackend {
     this.#bump(allGenerationKey(this.prefix));
     let deleted = 0;
     for (const registry of [...this.#registries.keys()]) deleted += this.#clear(registry);
+    this.#tagSets.clear();
+    this.#tagIndexes.clear();
     this.#metrics.cleared(this.#metrics.operation("clearAll"), start, deleted);
     return deleted;
   }
@@ -434,6 +499,7 @@ export class MemoryCache implements CacheBackend {
         if (!members) this.#registries.set(keys.registry, members = new Set());
         this.#entries.set(keys.key, { text, expiresAt: ttlMs === 0 ? 0 : Date.now() + ttlMs });
         members.add(keys.key);
+        this.#tag(keys.registry, keys.tags, [keys.key]);
         this.#maybeSweep();
         return true;
       },
@@ -482,6 +548,30 @@ export class MemoryCache implements CacheBackend {
       }
       if (members.size === 0) this.#registries.delete(registry);
     }
+    return removed + this.#pruneTagSets();
+  }
+
+  /** Drops tag set members whose entry is gone, and empty tag sets; returns members removed. */
+  #pruneTagSets(): number {
+    let removed = 0;
+    for (const [setKey, set] of this.#tagSets) {
+      for (const key of set) {
+        if (this.#live(key) === undefined) {
+          set.delete(key);
+          removed++;
+        }
+      }
+      if (set.size === 0) this.#tagSets.delete(setKey);
+    }
+    for (const [indexKey, index] of this.#tagIndexes) {
+      for (const setKey of index) {
+        if (!this.#tagSets.has(setKey)) {
+          index.delete(setKey);
+          removed++;
+        }
+      }
+      if (index.size === 0) this.#tagIndexes.delete(indexKey);
+    }
     return removed;
   }
 
@@ -501,6 +591,9 @@ export class MemoryCache implements CacheBackend {
 
   #clear(registry: string): number {
     this.#bump(registryGenerationKey(this.prefix, registry));
+    const indexKey = tagIndexKey(this.prefix, registry);
+    for (const setKey of this.#tagIndexes.get(indexKey) ?? []) this.#tagSets.delete(setKey);
+    this.#tagIndexes.delete(indexKey);
     const members = this.#registries.get(registry);
     if (!members) return 0;
     let deleted = 0;
@@ -526,6 +619,8 @@ export class MemoryCache implements CacheBackend {
     for (const [key, entry] of this.#entries) {
       if (entry.expiresAt !== 0 && entry.expiresAt <= now) this.#entries.delete(key);
     }
+    // Tag sets stay bounded as the server's do (there, by sampling in the write script).
+    if (this.#tagSets.size > 0) this.#pruneTagSets();
     this.#sweepAt = Math.max(1024, this.#entries.size * 2);
   }
 }

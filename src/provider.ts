@@ -31,6 +31,18 @@ import { Coalescer } from "./coalesce.ts";
 import { scanRegistries } from "./registries.ts";
 import type { RegistryUpkeep, Servers } from "./servers.ts";
 import { type CacheEventListener, type CacheStats, type Histogram, Metrics } from "./stats.ts";
+import {
+  dropTagSets,
+  invalidateTagSet,
+  requireTags,
+  scanTagKeys,
+  type TagContext,
+  tagIndexKey,
+  tagSetKey,
+  type TagTarget,
+  tagTarget,
+  validateTags,
+} from "./tags.ts";
 import { chooseTopology } from "./topology/choose.ts";
 import type {
   CacheBackend,
@@ -38,6 +50,7 @@ import type {
   Compute,
   EntryOptions,
   GetOrSetOptions,
+  InvalidateTagsOptions,
   SetOptions,
 } from "./types.ts";
 import { parseValue, serializeValue, ttlToMs } from "./values.ts";
@@ -82,6 +95,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   readonly #upkeep: RegistryUpkeep;
   /** One tick's GETs and writes, gathered (src/coalesce.ts). */
   readonly #coalescer: Coalescer;
+  /** What the tag operations work with (src/tags.ts). */
+  readonly #tags: TagContext;
   #closed = false;
 
   /** The npm package whose client this provider drives. */
@@ -149,8 +164,17 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       mget: (keys) => this.#servers.mget(keys),
       groups: (keys) => this.#servers.slotGroups(keys),
       endOfTick: (flush) => this.#servers.endOfTick(flush),
-      write: (registry, keys, texts, ttlMs) => this.#write(registry, keys, texts, ttlMs),
+      write: (registry, keys, texts, ttlMs, tags) =>
+        this.#write(registry, keys, texts, ttlMs, tags),
     });
+    const layout = this.#layout;
+    this.#tags = {
+      servers: () => this.#now(),
+      clustered: layout.clustered,
+      prefix: config.prefix,
+      batch: this.#options.clearBatch,
+      generationKey: (registry) => layout.generationKey(registry),
+    };
     this.#getOrSet = new GetOrSetRunner({
       prefix: config.prefix,
       layout: this.#layout,
@@ -259,8 +283,15 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const key = this.#layout.entryKey(this.name, hash, companyId);
     const text = serializeValue(value, this.#options.maxValueBytes);
     const ttlMs = ttlToMs(options?.ttl, this.#options.defaultTtl);
+    const tags = validateTags(options?.tags);
     const registry = this.#layout.registryKey(hash, companyId);
-    const ok = await this.#coalescer.write(registry, key, text, ttlMs);
+    const ok = await this.#coalescer.write(
+      registry,
+      key,
+      text,
+      ttlMs,
+      tags.length === 0 ? undefined : tagTarget(this.config.prefix, registry, tags),
+    );
     if (ok) this.#metrics.stored(this.#op.set, start, companyId, key);
     else this.#metrics.failed(this.#op.set, start, companyId, key);
     return ok;
@@ -342,6 +373,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
     const ttlMs = ttlToMs(options?.ttl, this.#options.defaultTtl);
+    const tags = validateTags(options?.tags);
     // One group per registry: the scope on a single server, each bucket (one slot) in a cluster.
     const groups = new Map<string, { keys: string[]; texts: string[] }>();
     for (const [input, value] of entryList(entries)) {
@@ -363,6 +395,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
           keys.slice(from, end),
           texts.slice(from, end),
           ttlMs,
+          tagTarget(this.config.prefix, registry, tags),
         );
         if (batch) stored += Math.min(end, keys.length) - from;
         ok = batch && ok;
@@ -371,6 +404,41 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     if (ok) this.#metrics.stored(this.#op.setMany, start, companyId, undefined, stored);
     else this.#metrics.failed(this.#op.setMany, start, companyId);
     return ok;
+  }
+
+  /**
+   * Deletes every entry of one scope that carries any of `tags`, in bounded batches (one bounded
+   * script call per batch, fanned out over the scope's buckets in a cluster); returns the keys
+   * deleted, an entry carrying several of the tags counted once. Counts as a clear for
+   * getOrSet: the scope's generation is bumped, so a value computed across it is not stored.
+   * `options.onProgress` receives the running count after each batch.
+   */
+  async invalidateTags(
+    tags: readonly string[],
+    options?: InvalidateTagsOptions,
+  ): Promise<number> {
+    const start = performance.now();
+    const checked = requireTags(tags);
+    const companyId = normalizeCompanyId(options?.companyId);
+    const onProgress = options?.onProgress;
+    let deleted = 0;
+    try {
+      for (const registry of this.#layout.scopeRegistries(companyId)) {
+        for (const tag of checked) {
+          const set = tagSetKey(this.config.prefix, registry, tag);
+          await invalidateTagSet(this.#tags, registry, set, (count) => {
+            deleted += count;
+            if (onProgress) reportProgress(onProgress, deleted);
+          });
+        }
+      }
+    } catch (error) {
+      this.#fault("invalidateTags", error);
+      this.#metrics.failed(this.#op.invalidateTags, start, companyId);
+      return deleted;
+    }
+    this.#metrics.cleared(this.#op.invalidateTags, start, deleted, companyId);
+    return deleted;
   }
 
   /**
@@ -420,20 +488,41 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       this.#metrics.failed(this.#op.clearAll, start);
       return 0;
     }
+    // Tag indexes whose scope has no registry left (all its entries expired) go too.
+    const indexes = await this.#scanTagKeys("indexes");
+    if (indexes === null) {
+      this.#metrics.failed(this.#op.clearAll, start);
+      return 0;
+    }
+    try {
+      for (const index of indexes) await dropTagSets(this.#tags, index);
+    } catch (error) {
+      this.#fault("clear", error);
+      this.#metrics.failed(this.#op.clearAll, start);
+      return 0;
+    }
     return await this.#clearRegistries(registries, this.#op.clearAll, start, options);
   }
 
-  /** Walks every registry and removes members whose key is gone; returns how many. */
+  /**
+   * Walks every registry, tag set and tag index and removes members whose key is gone; returns
+   * how many.
+   */
   async pruneRegistries(): Promise<number> {
     const start = performance.now();
     const registries = await this.#scanRegistries();
-    if (registries === null) {
+    const tagSets = registries && await this.#scanTagKeys("sets");
+    const indexes = tagSets && await this.#scanTagKeys("indexes");
+    if (registries === null || tagSets === null || indexes === null) {
       this.#metrics.failed(this.#op.prune, start);
       return 0;
     }
     let removed = 0;
     try {
-      for (const registry of registries) removed += await this.#upkeep.prune(registry);
+      // Tag sets before the indexes, whose members are the tag sets that emptied.
+      for (const set of [...registries, ...tagSets, ...indexes]) {
+        removed += await this.#upkeep.prune(set);
+      }
       this.#metrics.timed(this.#op.prune, start);
     } catch (error) {
       this.#fault("prune", error);
@@ -490,12 +579,15 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         return { status, text, generation: generation ?? "", all: all ?? "" };
       },
       setIfGeneration: async (keys, text, ttlMs, reply, token) => {
+        const names = [keys.registry, keys.key, keys.generation, keys.all, keys.lock];
+        const tags = tagTarget(this.config.prefix, keys.registry, keys.tags);
+        if (tags) names.push(tags.index, ...tags.sets);
         const stored = (await this.#now().run(
           "set_if_generation",
-          [keys.registry, keys.key, keys.generation, keys.all, keys.lock],
+          names,
           [ttlMs, this.#upkeep.inScriptSample, text, reply.generation, reply.all, token],
         )) === 1;
-        if (stored) this.#upkeep.afterWrite(keys.registry);
+        if (stored) this.#afterWrite(keys.registry, tags);
         return stored;
       },
       releaseLock: async (keys, token) => {
@@ -504,22 +596,45 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     };
   }
 
-  /** One `set_and_register` call; `false` on a fault (logged). */
-  async #write(registry: string, keys: string[], texts: string[], ttlMs: number): Promise<boolean> {
+  /**
+   * One `set_and_register` call, or `set_and_register_tags` for a tagged write; `false` on a
+   * fault (logged).
+   */
+  async #write(
+    registry: string,
+    keys: string[],
+    texts: string[],
+    ttlMs: number,
+    tags?: TagTarget,
+  ): Promise<boolean> {
     try {
       // The script samples pruneSample members per member it adds, so a batch prunes as much as
       // the same writes one by one (lua/set_and_register.lua).
-      await this.#now().runResendable("set_and_register", [registry, ...keys], [
-        ttlMs,
-        this.#upkeep.inScriptSample,
-        ...texts,
-      ]);
-      this.#upkeep.afterWrite(registry);
+      if (tags === undefined) {
+        await this.#now().runResendable("set_and_register", [registry, ...keys], [
+          ttlMs,
+          this.#upkeep.inScriptSample,
+          ...texts,
+        ]);
+      } else {
+        await this.#now().runResendable(
+          "set_and_register_tags",
+          [registry, tags.index, ...tags.sets, ...keys],
+          [ttlMs, this.#upkeep.inScriptSample, tags.sets.length, ...texts],
+        );
+      }
+      this.#afterWrite(registry, tags);
       return true;
     } catch (error) {
       this.#fault("set", error);
       return false;
     }
+  }
+
+  /** The sampling outside the script (a cluster's), for the registry and each tag set written. */
+  #afterWrite(registry: string, tags: TagTarget | undefined): void {
+    this.#upkeep.afterWrite(registry);
+    if (tags) { for (const set of tags.sets) this.#upkeep.afterWrite(set); }
   }
 
   async #clearRegistries(
@@ -532,11 +647,18 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const onProgress = options?.onProgress;
     let deleted = 0;
     try {
+      const onBatch = (count: number) => {
+        deleted += count;
+        if (onProgress) reportProgress(onProgress, deleted);
+      };
       for (const registry of registries) {
-        await this.#upkeep.clear(registry, (count) => {
-          deleted += count;
-          if (onProgress) reportProgress(onProgress, deleted);
-        });
+        // The registry first, so the clear's first command goes out with the call (a get made
+        // after it in the same tick sees the clear). Then its tag sets; an entry written between
+        // the two lost its tag, so when there were tag sets, the registry is cleared once more.
+        await this.#upkeep.clear(registry, onBatch);
+        if (await dropTagSets(this.#tags, tagIndexKey(this.config.prefix, registry)) > 0) {
+          await this.#upkeep.clear(registry, onBatch);
+        }
       }
     } catch (error) {
       this.#fault("clear", error);
@@ -558,6 +680,20 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         for (const key of await scanRegistries(node, this.config.prefix)) {
           if (this.#layout.isRegistry(key)) found.push(key);
         }
+      }
+      return found;
+    } catch (error) {
+      this.#fault("scan", error);
+      return null;
+    }
+  }
+
+  /** Every tag set or tag index under this prefix, on every node; `null` on a server fault. */
+  async #scanTagKeys(kind: "sets" | "indexes"): Promise<string[] | null> {
+    try {
+      const found: string[] = [];
+      for (const node of this.#now().scanners()) {
+        found.push(...await scanTagKeys(node, this.config.prefix, kind, this.#layout.clustered));
       }
       return found;
     } catch (error) {
@@ -646,6 +782,7 @@ type OperationName =
   | "clearCompany"
   | "clearGlobal"
   | "clearAll"
+  | "invalidateTags"
   | "prune";
 
 function operations(metrics: Metrics): Record<OperationName, Histogram> {
@@ -659,6 +796,7 @@ function operations(metrics: Metrics): Record<OperationName, Histogram> {
     "clearCompany",
     "clearGlobal",
     "clearAll",
+    "invalidateTags",
     "prune",
   ];
   return Object.fromEntries(names.map((name) => [name, metrics.operation(name)])) as Record<

@@ -22,6 +22,9 @@ export const SCRIPT_NAMES = [
   "bump_generation",
   "clear_members",
   "prune_members",
+  "set_and_register_tags",
+  "invalidate_tag",
+  "invalidate_members",
 ] as const;
 
 /** One script's name. */

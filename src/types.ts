@@ -59,6 +59,15 @@ export interface SetOptions extends EntryOptions {
    * @default {the cache's default TTL}
    */
   ttl?: number | null;
+  /**
+   * Tags the entry carries, so that `invalidateTags` / `cacheInvalidateTags` can delete every
+   * entry of the scope carrying one of them: at most 64 non-empty strings of at most 1,024 UTF-8
+   * bytes each (anything else is a `CacheInputError`, and nothing is written). Omitted or empty:
+   * an untagged entry.
+   *
+   * @default {undefined}
+   */
+  tags?: readonly string[];
 }
 
 /**
@@ -155,6 +164,24 @@ export interface ClearOptions {
 }
 
 /**
+ * Options of `invalidateTags` / `cacheInvalidateTags`: the scope, and a progress callback.
+ *
+ * @example Invalidating a tag of one tenant
+ * ```ts
+ * import { type InvalidateTagsOptions, MemoryCache } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const cache = new MemoryCache();
+ * await cache.set("orders", [1, 2], { companyId: "acme", tags: ["user:42"] });
+ * await cache.set("orders", [3], { companyId: "globex", tags: ["user:42"] });
+ * const options: InvalidateTagsOptions = { companyId: "acme" };
+ * assert.equal(await cache.invalidateTags(["user:42"], options), 1);
+ * assert.deepEqual(await cache.get("orders", { companyId: "globex" }), [3]);
+ * ```
+ */
+export interface InvalidateTagsOptions extends EntryOptions, ClearOptions {}
+
+/**
  * What every provider (`RedisCache`, `ValkeyCache`, `MemoryCache`) offers; the facade functions
  * call the installed one.
  *
@@ -201,7 +228,12 @@ export interface CacheBackend {
   clearGlobal(options?: ClearOptions): Promise<number>;
   /** Deletes every entry of every scope under this prefix; returns how many keys were deleted. */
   clearAll(options?: ClearOptions): Promise<number>;
-  /** Removes registry members whose key has expired; returns how many were removed. */
+  /**
+   * Deletes every entry of one scope carrying any of `tags`; returns how many keys were deleted
+   * (an entry carrying several of them counts once).
+   */
+  invalidateTags(tags: readonly string[], options?: InvalidateTagsOptions): Promise<number>;
+  /** Removes registry and tag set members whose key has expired; returns how many were removed. */
   pruneRegistries(): Promise<number>;
   /**
    * The cached value, or runs `compute()` once (per key, across callers and processes), stores
