@@ -26,6 +26,7 @@ import {
 } from "../mod.ts";
 import { hashInput } from "../src/keys.ts";
 import { ClusterLayout } from "../src/layout.ts";
+import { tagIndexKey, tagSetKey } from "../src/tags.ts";
 import { keySlot, startCluster, type TestCluster } from "./cluster_harness.ts";
 import {
   type AnyCache,
@@ -254,6 +255,103 @@ for (const kind of KINDS) {
         assert.equal(await buckets.get("live", { companyId: "acme" }), 1);
         assert.equal(await buckets.clearAll(), 1);
         await buckets.close();
+      });
+
+      it("tags: tag sets share their entries' slot, invalidation fans out, clears leave none", async () => {
+        const buckets = clusterCache(cluster, {
+          logger,
+          configOptions: { clusterTenantBuckets: 4 },
+        });
+        await buckets.connect();
+        const tagKeys = async () =>
+          (await onEveryNode(cluster, "--scan", "--pattern", "cache:tag*"))
+            .flatMap((out) => out === "" ? [] : out.split("\n"));
+        try {
+          const entries: [number, number][] = Array.from({ length: 100 }, (_, i) => [i, i]);
+          await buckets.setMany(entries, { companyId: "acme", tags: ["t"] });
+          await buckets.setMany(entries.slice(0, 10), { companyId: "globex", tags: ["t", "u"] });
+          await buckets.setMany(entries.slice(0, 50), { tags: ["t"] });
+          await buckets.set("untagged", 1, { companyId: "acme" });
+          // Each entry's tag set is in its slot (so each script is single-slot), and lists it.
+          for (const [input] of entries.slice(0, 20)) {
+            const hash = hashInput(input);
+            const registry = layout(4).registryKey(hash, "acme");
+            const set = tagSetKey("cache:", registry, "t");
+            const key = layout(4).entryKey("", hash, "acme");
+            assert.equal(keySlot(set), keySlot(key));
+            assert.equal(keySlot(tagIndexKey("cache:", registry)), keySlot(key));
+            assert.equal(await cluster.cli("SISMEMBER", set, key), "1");
+          }
+          assert.ok(!(await tagKeys()).some((key) => key.startsWith("cache:registry:")));
+          assert.equal(await buckets.invalidateTags(["t"], { companyId: "acme" }), 100);
+          assert.equal(await buckets.get("untagged", { companyId: "acme" }), 1);
+          assert.deepEqual(await buckets.getMany([0, 9], { companyId: "globex" }), [0, 9]);
+          assert.equal(await buckets.invalidateTags(["t", "u"], { companyId: "globex" }), 10);
+          assert.equal(await buckets.get(3), 3);
+          assert.equal(await buckets.invalidateTags(["t"]), 50, "16 global buckets");
+          assert.equal(await buckets.get(3), null);
+
+          // Hostile tenants and tags: one scope's invalidation never reaches another.
+          for (const tenant of NASTY_TENANTS) {
+            await buckets.set("k", tenant, { companyId: tenant, tags: [tenant, "b:c", "{x}"] });
+          }
+          await buckets.set("k", "a/b:c", { companyId: "a", tags: ["b:c"] });
+          await buckets.set("k", "a:b/c", { companyId: "a:b", tags: ["c"] });
+          assert.equal(await buckets.invalidateTags(["c"], { companyId: "a" }), 0);
+          assert.equal(await buckets.invalidateTags(["{x}", "b:c"], { companyId: "{tag}" }), 1);
+          for (const tenant of NASTY_TENANTS.filter((t) => t !== "{tag}" && t !== "a:b")) {
+            assert.equal(await buckets.get("k", { companyId: tenant }), tenant, tenant);
+          }
+          assert.equal(await buckets.get("k", { companyId: "a" }), "a/b:c");
+
+          // A getOrSet paused across an invalidation of its bucket is not stored.
+          let release!: () => void;
+          const released = new Promise<void>((resolve) => release = resolve);
+          let started!: () => void;
+          const running = new Promise<void>((resolve) => started = resolve);
+          const pending = buckets.getOrSet("report", async () => {
+            started();
+            await released;
+            return "before";
+          }, { companyId: "acme", tags: ["r"] });
+          await running;
+          await buckets.invalidateTags(["r"], { companyId: "acme" });
+          release();
+          assert.equal(await pending, "before");
+          assert.equal(await buckets.get("report", { companyId: "acme" }), null);
+          assert.equal(
+            await buckets.getOrSet("report", () => "after", {
+              companyId: "acme",
+              tags: ["r"],
+            }),
+            "after",
+          );
+
+          // Clears leave no tag set of the scopes they cleared; clearAll none at all.
+          await buckets.setMany(entries.slice(0, 20), { companyId: "acme", tags: ["t"] });
+          await buckets.setMany(entries.slice(0, 20), { tags: ["t"] });
+          await buckets.clearCompany("acme");
+          const acmeTags = layout(4).scopeRegistries("acme").flatMap((r) => [
+            tagIndexKey("cache:", r),
+            tagSetKey("cache:", r, "t"),
+            tagSetKey("cache:", r, "r"),
+          ]);
+          const left = await tagKeys();
+          assert.ok(!left.some((key) => acmeTags.includes(key)), left.join(" "));
+          assert.ok(left.length > 0);
+          await buckets.clearGlobal();
+          assert.ok(!(await tagKeys()).some((key) => key.startsWith("cache:tag:global")));
+          await buckets.clearAll();
+          assert.deepEqual(await tagKeys(), []);
+
+          // pruneRegistries covers tag sets.
+          await buckets.setMany(entries, { companyId: "acme", tags: ["t"], ttl: 0.05 });
+          await sleep(120);
+          assert.equal(await buckets.pruneRegistries(), 200 + 4, "registry, tag set, index");
+          assert.deepEqual(await tagKeys(), []);
+        } finally {
+          await buckets.close();
+        }
       });
 
       it("runs scripts by EVALSHA only and reloads them on every master after SCRIPT FLUSH", async () => {
