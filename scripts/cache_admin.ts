@@ -39,6 +39,7 @@ import {
 } from "../src/registries.ts";
 import { type EnvRecord, readEnv, readShippedText } from "../src/runtime.ts";
 import { loadScriptSources } from "../src/scripts.ts";
+import { requireTags } from "../src/tags.ts";
 import { ValkeyCache } from "../src/valkey.ts";
 
 const PROGRAM = "core-lib-cache-admin";
@@ -59,8 +60,8 @@ const EXIT_OK = 0;
 const EXIT_FAULT = 1;
 const EXIT_USAGE = 2;
 
-type Command = "health" | "stats" | "clear" | "prune";
-const COMMANDS: readonly Command[] = ["health", "stats", "clear", "prune"];
+type Command = "health" | "stats" | "clear" | "prune" | "invalidate-tags";
+const COMMANDS: readonly Command[] = ["health", "stats", "clear", "prune", "invalidate-tags"];
 const SCOPES = ["all", "global", "company"] as const;
 type Scope = typeof SCOPES[number];
 
@@ -70,6 +71,7 @@ const OPTIONS = {
   json: { type: "boolean" },
   scope: { type: "string" },
   "company-id": { type: "string" },
+  company: { type: "string" },
   "batch-size": { type: "string" },
   "progress-interval": { type: "string" },
 } as const;
@@ -81,6 +83,7 @@ const COMMAND_OPTIONS: Readonly<Record<Command, readonly OptionName[]>> = {
   stats: [],
   clear: ["scope", "company-id", "batch-size", "progress-interval"],
   prune: [],
+  "invalidate-tags": ["company", "company-id", "batch-size", "progress-interval"],
 };
 
 const ENV_HELP = `Environment (the same variables as setCache()):
@@ -112,6 +115,8 @@ Commands:
                             and in total
   clear --scope SCOPE       delete entries: --scope all | global | company --company-id ID
   prune                     remove registry members whose key has expired
+  invalidate-tags TAG...    delete the entries of one scope carrying any of the tags:
+                            the global scope, or --company ID's
   help [COMMAND]            this text, or a command's
 
 Options:
@@ -159,6 +164,18 @@ Deletes entries and prints how many keys were deleted. Asks no questions.
                             0 = after every batch)
   --json                    print {"ok", "scope", "companyId"?, "deleted"} on stdout
 `,
+  "invalidate-tags": `Usage: ${PROGRAM} invalidate-tags TAG... [--company ID] [options]
+
+Deletes every entry of one scope that carries any of the tags (given by the application with
+cacheSet / cacheSetMany / cacheGetOrSet), in bounded batches, and prints how many keys were
+deleted (an entry carrying several of the tags counts once). Asks no questions.
+  --company ID              the tenant whose entries to invalidate, exactly as the application
+                            passes it (also --company-id); omitted: the global scope
+  --batch-size N            keys deleted per script call (default ${DEFAULT_BATCH_SIZE})
+  --progress-interval MS    a progress line (keys deleted so far, rate) on stderr at most every
+                            MS milliseconds (default ${DEFAULT_PROGRESS_MS}; 0 = after every batch)
+  --json                    print {"ok", "tags", "companyId"?, "deleted"} on stdout
+`,
   prune: `Usage: ${PROGRAM} prune [--json]
 
 Walks every registry of the prefix and removes the members whose key no longer exists
@@ -181,6 +198,8 @@ interface Invocation {
   json: boolean;
   scope?: Scope;
   companyId?: string;
+  /** invalidate-tags: the tags. */
+  tags?: string[];
   batchSize: number;
   progressMs: number;
 }
@@ -258,7 +277,7 @@ function parse(args: string[]): Parsed {
   if (values.version) return { kind: "version" };
   if (name === undefined) throw new UsageError("no command given");
   const command = name as Command;
-  if (rest.length > 0) {
+  if (rest.length > 0 && command !== "invalidate-tags") {
     throw new UsageError(`${command} takes no arguments, got ${JSON.stringify(rest[0])}`);
   }
   for (const option of Object.keys(values) as OptionName[]) {
@@ -299,6 +318,30 @@ function parse(args: string[]): Parsed {
       invocation.progressMs = wholeNumber("--progress-interval", interval, 0);
     }
   }
+  if (command === "invalidate-tags") {
+    if (rest.length === 0) throw new UsageError("invalidate-tags needs at least one TAG");
+    try {
+      requireTags(rest);
+    } catch (error) {
+      if (error instanceof CacheInputError) throw new UsageError(error.message);
+      throw error;
+    }
+    invocation.tags = rest;
+    const company = values.company as string | undefined;
+    const companyId = values["company-id"] as string | undefined;
+    if (company !== undefined && companyId !== undefined && company !== companyId) {
+      throw new UsageError("--company and --company-id name two tenants: pass one");
+    }
+    const id = company ?? companyId;
+    if (id === "") throw new UsageError("--company is empty: pass the tenant id");
+    invocation.companyId = id;
+    const batch = values["batch-size"] as string | undefined;
+    if (batch !== undefined) invocation.batchSize = wholeNumber("--batch-size", batch, 1);
+    const interval = values["progress-interval"] as string | undefined;
+    if (interval !== undefined) {
+      invocation.progressMs = wholeNumber("--progress-interval", interval, 0);
+    }
+  }
   return { kind: "run", invocation };
 }
 
@@ -315,7 +358,7 @@ function wholeNumber(option: string, text: string, min: number): number {
 }
 
 function shortUsage(): string {
-  return `Usage: ${PROGRAM} health|stats|clear|prune [options]  (${PROGRAM} --help for more)\n`;
+  return `Usage: ${PROGRAM} health|stats|clear|prune|invalidate-tags [options]  (${PROGRAM} --help for more)\n`;
 }
 
 /** The package version: package.json beside the npm build, deno.json in the repository. */
@@ -388,6 +431,7 @@ const COMMAND_RUNNERS: Readonly<Record<Command, (context: Context) => Promise<nu
   stats,
   clear,
   prune,
+  "invalidate-tags": invalidateTags,
 };
 
 /** The server could not be reached within the timeout. */
@@ -585,6 +629,43 @@ async function clear({ provider, invocation, io, faults }: Context): Promise<num
     io.stdout(json({ ok: true, scope, companyId: invocation.companyId, deleted }));
   } else {
     io.stdout(`deleted ${count(deleted, "key")} ${what}\n`);
+  }
+  return EXIT_OK;
+}
+
+async function invalidateTags(
+  { provider, invocation, io, faults }: Context,
+): Promise<number> {
+  const started = performance.now();
+  let lastReport = started;
+  const onProgress = (deleted: number) => {
+    const now = performance.now();
+    if (now - lastReport < invocation.progressMs) return;
+    lastReport = now;
+    const seconds = (now - started) / 1000;
+    const rate = seconds > 0 ? Math.round(deleted / seconds) : deleted;
+    io.stderr(`invalidate-tags: ${count(deleted, "key")} deleted so far (${rate} keys/s)\n`);
+  };
+  const tags = invocation.tags!;
+  const companyId = invocation.companyId;
+  const deleted = await provider.invalidateTags(tags, { companyId, onProgress });
+  const what = companyId === undefined
+    ? "of the global scope"
+    : `of tenant ${printable(companyId)}`;
+  if (faults.length > 0) {
+    if (invocation.json) io.stdout(json({ ok: false, tags, companyId, deleted }));
+    io.stderr(
+      `${PROGRAM}: invalidate-tags stopped by a server fault after deleting ${
+        count(deleted, "key")
+      } ${what}\n` + indent(faults),
+    );
+    return EXIT_FAULT;
+  }
+  if (invocation.json) io.stdout(json({ ok: true, tags, companyId, deleted }));
+  else {
+    io.stdout(
+      `deleted ${count(deleted, "key")} ${what} tagged ${tags.map(printable).join(", ")}\n`,
+    );
   }
   return EXIT_OK;
 }

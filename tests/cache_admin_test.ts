@@ -469,6 +469,72 @@ for (const kind of KINDS) {
       assert.equal(again.stdout, "deleted 0 keys of tenant a\n", show(again));
     });
 
+    it("invalidate-tags: one scope's tagged entries, progress, --json, exit codes", async () => {
+      await cache.setMany([[1, 1], [2, 2]], { companyId: "a:b", tags: ["user:1", "x"] });
+      await cache.set(3, 3, { companyId: "a:b", tags: ["user:2"] });
+      await cache.set(1, 1, { companyId: "a", tags: ["b:user:1"] });
+      await cache.set(1, 1, { tags: ["user:1"] });
+      const env = serverEnv(server);
+      const run = await admin(["invalidate-tags", "user:1", "x", "--company", "a:b"], env);
+      assert.equal(run.code, 0, show(run));
+      assert.equal(run.stdout, "deleted 2 keys of tenant a:b tagged user:1, x\n");
+      assert.equal(await cache.get(3, { companyId: "a:b" }), 3);
+      assert.equal(await cache.get(1, { companyId: "a" }), 1);
+      assert.equal(await cache.get(1), 1);
+
+      const global = await admin(["invalidate-tags", "user:1", "--json"], env);
+      assert.equal(global.code, 0, show(global));
+      assert.deepEqual(JSON.parse(global.stdout), { ok: true, tags: ["user:1"], deleted: 1 });
+      assert.equal(await cache.get(1), null);
+
+      const entries: [number, number][] = Array.from({ length: 2_000 }, (_, i) => [i, i]);
+      await cache.setMany(entries, { companyId: "big", tags: ["t"] });
+      const progress = await admin([
+        "invalidate-tags",
+        "t",
+        "--company-id",
+        "big",
+        "--batch-size",
+        "500",
+        "--progress-interval",
+        "0",
+        "--json",
+      ], env);
+      assert.equal(progress.code, 0, show(progress));
+      assert.deepEqual(JSON.parse(progress.stdout), {
+        ok: true,
+        tags: ["t"],
+        companyId: "big",
+        deleted: 2_000,
+      });
+      const lines = progress.stderr.split("\n").filter((l) => l.startsWith("invalidate-tags: "));
+      assert.deepEqual(
+        lines.map((line) => Number(line.match(/^invalidate-tags: (\d+) keys deleted so far/)![1])),
+        [500, 1000, 1500, 2000],
+      );
+
+      for (
+        const args of [
+          ["invalidate-tags"],
+          ["invalidate-tags", ""],
+          ["invalidate-tags", "t", "--company", ""],
+          ["invalidate-tags", "t", "--scope", "all"],
+          ["invalidate-tags", "x".repeat(1025)],
+        ]
+      ) {
+        const bad = await admin(args, env);
+        assert.equal(bad.code, 2, show(bad));
+        assert.equal(bad.stdout, "");
+      }
+      assert.equal(await cache.get(3, { companyId: "a:b" }), 3, "a usage error deletes nothing");
+      const down = await admin(["invalidate-tags", "t"], {
+        REDIS_URL: `redis://127.0.0.1:${await freePort()}`,
+        REDIS_TIMEOUT: "1",
+        CACHE_BACKEND: "redis",
+      });
+      assert.equal(down.code, 1, show(down));
+    });
+
     it("clear: a long clear prints progress lines to stderr, throttled", async () => {
       const entries: [number, number][] = [];
       for (let i = 0; i < 20_000; i++) entries.push([i, i]);
