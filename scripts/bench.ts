@@ -9,6 +9,7 @@
  *   deno task bench [--quick] [--json FILE] [--rounds N] [--duration MS] [--only redis|valkey]
  *   deno task bench:node [same flags]   (the same file, compiled into the npm build, under Node)
  *   deno task bench --filter cluster    (only the cluster rows)
+ *   deno task bench --filter tag        (only the tag rows: a tagged set, a big tag invalidated)
  *
  * Starts its own redis-server and valkey-server on free loopback ports (tests/harness.ts), or
  * uses REDIS_URL / VALKEY_URL. Uses only `node:` modules so it runs unchanged under Node.
@@ -28,6 +29,7 @@ import {
   cacheClearCompany,
   cacheGet,
   cacheGetMany,
+  cacheInvalidateTags,
   cacheSet,
   cacheSetMany,
   closeCache,
@@ -439,6 +441,15 @@ async function benchServer(server: TestServer): Promise<string> {
     bare: () => client.set(setKey, smallText, "EX", TTL),
     lib: () => cacheSet(setInput, small),
   }, { target: 0.8, note: () => serverCost(client) });
+  // A tagged write: the same SET and registry SADD plus one SADD per tag and one to the scope's
+  // tag index, in one script call (lua/set_and_register_tags.lua), against the same bare SET EX.
+  const taggedInput = { query: "user", id: 44 };
+  const threeTags = ["user:44", "orders", "region:eu"];
+  await client.call("CONFIG", "RESETSTAT");
+  await compare(label, "set with 3 tags, sequential", {
+    bare: () => client.set(setKey, smallText, "EX", TTL),
+    lib: () => cacheSet(taggedInput, small, { tags: threeTags }),
+  }, { target: 0.75, note: () => serverCost(client) });
 
   // 100 callers in flight: each worker has its own key.
   let turn = 0;
@@ -530,7 +541,8 @@ async function benchServer(server: TestServer): Promise<string> {
 
   if (selected("pool")) await benchPool(server, label, config, small, conInputs, conKeys, piped);
   await piped.quit();
-  if (selected("clear tenant")) await benchClear(server, label);
+  if (selected("clear tenant")) await benchClear(server, label, "clear tenant");
+  if (selected("invalidate tag")) await benchClear(server, label, "invalidate tag");
   await closeCache();
   return label;
 }
@@ -644,16 +656,22 @@ async function benchPool(
 }
 
 /**
- * Clear of a big tenant: total time, the longest single server call (SLOWLOG with a 0 µs
- * threshold during the clear) and the worst latency of a GET probe running on its own
- * connection meanwhile.
+ * Clear of a big tenant, or invalidation of a big tag (all of the tenant's entries carry it):
+ * total time, the longest single server call (SLOWLOG with a 0 µs threshold during the clear)
+ * and the worst latency of a GET probe running on its own connection meanwhile.
  */
-async function benchClear(server: TestServer, label: string): Promise<void> {
+async function benchClear(
+  server: TestServer,
+  label: string,
+  operation: "clear tenant" | "invalidate tag",
+): Promise<void> {
   const tenant = "bench-clear";
+  const tags = operation === "invalidate tag" ? ["bench-tag"] : undefined;
   const batch = Array.from({ length: 1000 }, (_, i) => [{ q: "clear", i }, { v: i }] as const);
   for (let start = 0; start < CLEAR_KEYS; start += 1000) {
     await cacheSetMany(batch.map(([input, value]) => [{ ...input, start }, value]), {
       companyId: tenant,
+      tags,
     });
   }
   const config = new (server.kind === "redis" ? RedisConfig : ValkeyConfig)({ url: server.url });
@@ -678,7 +696,9 @@ async function benchClear(server: TestServer, label: string): Promise<void> {
     }
   })();
   const t0 = performance.now();
-  const deleted = await cacheClearCompany(tenant);
+  const deleted = tags
+    ? await cacheInvalidateTags(tags, { companyId: tenant })
+    : await cacheClearCompany(tenant);
   const totalMs = performance.now() - t0;
   probing = false;
   await prober;
@@ -696,7 +716,9 @@ async function benchClear(server: TestServer, label: string): Promise<void> {
     }
   }
   await probeCache.close();
-  if (deleted !== CLEAR_KEYS) throw new Error(`clear deleted ${deleted}, expected ${CLEAR_KEYS}`);
+  if (deleted !== CLEAR_KEYS) {
+    throw new Error(`${operation} deleted ${deleted}, expected ${CLEAR_KEYS}`);
+  }
   const note = `${fmt(deleted)} keys: total ${fmt(totalMs)} ms (≤ 1000), longest call ${
     fmt(longestScriptUs / 1000, 2)
   } ms (≤ 10), worst probe GET ${fmt(worstProbeMs, 2)} ms of ${probes} (≤ 25) ${
@@ -704,12 +726,13 @@ async function benchClear(server: TestServer, label: string): Promise<void> {
   }`;
   const row: Row = {
     server: label,
-    name: "clear tenant",
+    name: operation === "clear tenant" ? "clear tenant" : `invalidate ${fmt(CLEAR_KEYS)}-entry tag`,
     lib: { opsPerSec: deleted / (totalMs / 1000), p50Us: NaN, p99Us: NaN },
     note,
   };
   clears.push({
     server: label,
+    operation,
     deleted,
     totalMs,
     longestCallMs: longestScriptUs / 1000,
@@ -722,6 +745,7 @@ async function benchClear(server: TestServer, label: string): Promise<void> {
 
 const clears: {
   server: string;
+  operation: "clear tenant" | "invalidate tag";
   deleted: number;
   totalMs: number;
   longestCallMs: number;
