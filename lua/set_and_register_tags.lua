@@ -51,9 +51,19 @@ local function prune(set, added)
 end
 
 prune(KEYS[1], redis.call("SADD", KEYS[1], unpack(KEYS, first)))
+-- A tag set that gained no member already held these keys, so it existed, and a tag set that
+-- exists is listed in the index (it joins the index in the call that creates it and leaves it
+-- only once empty): only the tag sets that grew are added to the index again.
+local grown = {}
 for t = 3, first - 1 do
-  prune(KEYS[t], redis.call("SADD", KEYS[t], unpack(KEYS, first)))
+  local added = redis.call("SADD", KEYS[t], unpack(KEYS, first))
+  if added > 0 then
+    grown[#grown + 1] = KEYS[t]
+    prune(KEYS[t], added)
+  end
 end
-prune(KEYS[2], redis.call("SADD", KEYS[2], unpack(KEYS, 3, first - 1)))
+if #grown > 0 then
+  prune(KEYS[2], redis.call("SADD", KEYS[2], unpack(grown)))
+end
 
 return #KEYS - first + 1

@@ -501,7 +501,14 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       this.#metrics.failed(this.#op.clearAll, start);
       return 0;
     }
-    return await this.#clearRegistries(registries, this.#op.clearAll, start, options);
+    return await this.#clearRegistries(
+      registries,
+      this.#op.clearAll,
+      start,
+      options,
+      undefined,
+      (onBatch) => this.#sweepTagSets(onBatch),
+    );
   }
 
   /**
@@ -643,6 +650,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     start: number,
     options?: ClearOptions,
     companyId?: string,
+    finish?: (onBatch: (count: number) => void) => Promise<void>,
   ): Promise<number> {
     const onProgress = options?.onProgress;
     let deleted = 0;
@@ -660,6 +668,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
           await this.#upkeep.clear(registry, onBatch);
         }
       }
+      if (finish) await finish(onBatch);
     } catch (error) {
       this.#fault("clear", error);
       this.#metrics.failed(op, start, companyId);
@@ -685,6 +694,21 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     } catch (error) {
       this.#fault("scan", error);
       return null;
+    }
+  }
+
+  /**
+   * clearAll's last step: a tag set still there (its index was deleted by hand, or a write raced
+   * the clear) is invalidated like any tag, its entries deleted and counted; its registry and
+   * index follow from its key (`<prefix>tag:<scope>:<digest>`). Throws on a server fault.
+   */
+  async #sweepTagSets(onBatch: (count: number) => void): Promise<void> {
+    const prefix = this.config.prefix;
+    for (const node of this.#now().scanners()) {
+      for (const set of await scanTagKeys(node, prefix, "sets", this.#layout.clustered)) {
+        const registry = `${prefix}registry:${set.slice(prefix.length + 4, -65)}`;
+        await invalidateTagSet(this.#tags, registry, set, onBatch);
+      }
     }
   }
 

@@ -307,6 +307,19 @@ for (const kind of ["memory", ...KINDS] as Kind[]) {
       assert.deepEqual(await scanKeys(server!, "*"), []);
     });
 
+    it("clearAll removes a tag set whose index was deleted by hand, and its entries", async () => {
+      const s = server!;
+      await cache.set("k", 1, { companyId: "acme", tags: ["a"] });
+      await s.cli("DEL", tagIndexKey("cache:", registryKey("cache:", "acme")));
+      await s.cli(
+        "SREM",
+        registryKey("cache:", "acme"),
+        entryKey("cache:", "", hashInput("k"), "acme"),
+      );
+      assert.equal(await cache.clearAll(), 1, "found through its tag set");
+      assert.deepEqual(await scanKeys(s, "*"), []);
+    });
+
     it("a tenant cleared the Python original's way (SMEMBERS, DEL) loses its tagged entries", async () => {
       const s = server!;
       const scope = { companyId: "acme", tags: ["user:1"] };
