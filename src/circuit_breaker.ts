@@ -24,9 +24,6 @@ export interface BreakerSettings {
   readonly probeIntervalMs: number;
 }
 
-/** The default: three fast faults in a row; a probe every 100 ms. */
-export const DEFAULT_BREAKER: BreakerSettings = { threshold: 3, probeIntervalMs: 100 };
-
 /** What a breaker reports, and how it probes its target. */
 export interface BreakerHooks {
   /**

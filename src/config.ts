@@ -144,6 +144,26 @@ export interface RedisConfigOptions {
    */
   maxValueBytes?: number;
   /**
+   * Whether each target (the server; each master in cluster mode) has a circuit breaker: after a
+   * timeout or `circuitBreakerThreshold` connection faults in a row, its calls resolve at once as
+   * misses until it answers a PING again. A provider's `circuitBreaker` option wins over it.
+   *
+   * @default {true}
+   */
+  circuitBreaker?: boolean;
+  /**
+   * Connection faults in a row that open a circuit breaker (an integer >= 1).
+   *
+   * @default {3}
+   */
+  circuitBreakerThreshold?: number;
+  /**
+   * Seconds between the PINGs that probe a target whose breaker is open (above 0, at most 60).
+   *
+   * @default {0.1}
+   */
+  circuitBreakerProbeInterval?: number;
+  /**
    * Connection URL, `redis://[user[:password]@]host[:port][/db]`; `rediss://` means TLS
    * (`valkey://` and `valkeys://` are accepted as aliases). User and password are
    * percent-decoded. The URL defines host, port (6379 when absent), db (0 when absent), username,
@@ -168,6 +188,9 @@ const DEFAULTS = {
   prefix: "cache:",
   tls: false,
   maxValueBytes: DEFAULT_MAX_VALUE_BYTES,
+  circuitBreaker: true,
+  circuitBreakerThreshold: 3,
+  circuitBreakerProbeInterval: 0.1,
 } as const;
 
 /** The config fields (every option except `url`). */
@@ -210,6 +233,9 @@ const ENV_SUFFIX: Readonly<Record<FieldName, string>> = {
   tls: "TLS",
   tlsCa: "TLS_CA",
   maxValueBytes: "MAX_VALUE_BYTES",
+  circuitBreaker: "CIRCUIT_BREAKER",
+  circuitBreakerThreshold: "CIRCUIT_BREAKER_THRESHOLD",
+  circuitBreakerProbeInterval: "CIRCUIT_BREAKER_PROBE_INTERVAL",
 };
 
 const FIELDS = Object.keys(ENV_SUFFIX) as FieldName[];
@@ -248,6 +274,9 @@ const EXPECTED: Readonly<Record<FieldName, string>> = {
   tls: "a boolean",
   tlsCa: "a non-empty path to a CA certificate file",
   maxValueBytes: "an integer >= 1 (bytes)",
+  circuitBreaker: "a boolean",
+  circuitBreakerThreshold: "an integer >= 1",
+  circuitBreakerProbeInterval: "a number of seconds above 0 and at most 60 (e.g. 0.1)",
 };
 
 function invalid(label: string, shown: string, expected: string): CacheConfigError {
@@ -306,7 +335,11 @@ function checkField(field: FieldName, value: unknown, label: string, shown: stri
       return value;
     case "maxConnections":
     case "maxValueBytes":
+    case "circuitBreakerThreshold":
       if (!Number.isSafeInteger(value) || (value as number) < 1) throw fail();
+      return value;
+    case "circuitBreakerProbeInterval":
+      if (typeof value !== "number" || !(value > 0 && value <= 60)) throw fail();
       return value;
     case "timeout":
       if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) throw fail();
@@ -323,6 +356,7 @@ function checkField(field: FieldName, value: unknown, label: string, shown: stri
       return value;
     case "retryOnTimeout":
     case "tls":
+    case "circuitBreaker":
       if (typeof value !== "boolean") throw fail();
       return value;
   }
@@ -436,12 +470,14 @@ function parseEnvField(field: FieldName, name: string, raw: string): unknown {
     case "port":
     case "db":
     case "maxConnections":
-    case "maxValueBytes": {
+    case "maxValueBytes":
+    case "circuitBreakerThreshold": {
       const text = stripComment(raw);
       const value = INTEGER.test(text) ? Number(text.replaceAll("_", "")) : NaN;
       return checkField(field, value, name, shown);
     }
-    case "timeout": {
+    case "timeout":
+    case "circuitBreakerProbeInterval": {
       const text = stripComment(raw);
       const value = NUMBER.test(text) ? Number(text.replaceAll("_", "")) : NaN;
       return checkField(field, value, name, shown);
@@ -462,7 +498,8 @@ function parseEnvField(field: FieldName, name: string, raw: string): unknown {
       return value;
     }
     case "retryOnTimeout":
-    case "tls": {
+    case "tls":
+    case "circuitBreaker": {
       const value = parseBooleanWord(raw);
       if (value === undefined) throw invalid(name, shown, BOOLEAN_FORM);
       return value;
@@ -478,7 +515,8 @@ function readEnvField(field: FieldName, name: string, raw: string): unknown {
     if (
       error instanceof CacheConfigError &&
       (field === "port" || field === "db" || field === "maxConnections" ||
-        field === "maxValueBytes" || field === "timeout")
+        field === "maxValueBytes" || field === "timeout" || field === "circuitBreakerThreshold" ||
+        field === "circuitBreakerProbeInterval")
     ) {
       throw new CacheConfigError(`${error.message.slice(0, -1)} (${COMMENT_NOTE}).`);
     }
@@ -672,6 +710,12 @@ export class RedisConfig {
   readonly tlsCa: string | undefined;
   /** The largest value, in UTF-8 bytes of its JSON, that a write accepts. */
   readonly maxValueBytes: number;
+  /** Whether each target has a circuit breaker. */
+  readonly circuitBreaker: boolean;
+  /** Connection faults in a row that open a circuit breaker. */
+  readonly circuitBreakerThreshold: number;
+  /** Seconds between the PINGs that probe an open breaker's target. */
+  readonly circuitBreakerProbeInterval: number;
   readonly #password: string | undefined;
 
   /**
@@ -725,6 +769,15 @@ export class RedisConfig {
     this.tls = pick("tls", DEFAULTS.tls) as boolean;
     this.tlsCa = pick("tlsCa", undefined) as string | undefined;
     this.maxValueBytes = pick("maxValueBytes", DEFAULTS.maxValueBytes) as number;
+    this.circuitBreaker = pick("circuitBreaker", DEFAULTS.circuitBreaker) as boolean;
+    this.circuitBreakerThreshold = pick(
+      "circuitBreakerThreshold",
+      DEFAULTS.circuitBreakerThreshold,
+    ) as number;
+    this.circuitBreakerProbeInterval = pick(
+      "circuitBreakerProbeInterval",
+      DEFAULTS.circuitBreakerProbeInterval,
+    ) as number;
   }
 
   /**
@@ -753,7 +806,9 @@ export class RedisConfig {
    *
    * Variables: `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`, `REDIS_USERNAME`, `REDIS_PASSWORD`,
    * `REDIS_MAX_CONNECTIONS`, `REDIS_RETRY_ON_TIMEOUT`, `REDIS_TIMEOUT`, `REDIS_CACHE_TTL`,
-   * `REDIS_PREFIX`, `REDIS_TLS`, `REDIS_TLS_CA`, `REDIS_MAX_VALUE_BYTES`, `REDIS_URL`.
+   * `REDIS_PREFIX`, `REDIS_TLS`, `REDIS_TLS_CA`, `REDIS_MAX_VALUE_BYTES`, `REDIS_URL`, and the
+   * circuit breaker's `REDIS_CIRCUIT_BREAKER` (true), `REDIS_CIRCUIT_BREAKER_THRESHOLD` (3),
+   * `REDIS_CIRCUIT_BREAKER_PROBE_INTERVAL` (seconds, 0.1).
    * Cluster mode: `REDIS_CLUSTER_NODES` (comma-separated `host:port` seeds; setting it selects
    * cluster mode), `REDIS_CLUSTER_TENANT_BUCKETS` (1), `REDIS_CLUSTER_GLOBAL_BUCKETS` (16).
    *
@@ -821,6 +876,9 @@ export class RedisConfig {
       tls: this.tls,
       tlsCa: this.tlsCa,
       maxValueBytes: this.maxValueBytes,
+      circuitBreaker: this.circuitBreaker,
+      circuitBreakerThreshold: this.circuitBreakerThreshold,
+      circuitBreakerProbeInterval: this.circuitBreakerProbeInterval,
     };
   }
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type BreakerSettings, DEFAULT_BREAKER } from "./circuit_breaker.ts";
+import type { BreakerSettings } from "./circuit_breaker.ts";
 import type { RedisConfig } from "./config.ts";
 import { CacheInputError } from "./errors.ts";
 import { DEFAULT_MAX_KEY_INPUT_BYTES } from "./keys.ts";
@@ -223,13 +223,6 @@ export function resolveOptions<Config extends RedisConfig>(
   };
 }
 
-/** The breaker's fields of a config. */
-interface BreakerConfig {
-  circuitBreaker: boolean;
-  circuitBreakerThreshold: number;
-  circuitBreakerProbeInterval: number;
-}
-
 function resolveBreaker(
   config: RedisConfig,
   option: boolean | CircuitBreakerOptions | undefined,
@@ -243,11 +236,9 @@ function resolveBreaker(
         "{ threshold?, probeInterval? }",
     );
   }
-  const defaults = config as Partial<BreakerConfig>;
-  if (option === false || (option === undefined && defaults.circuitBreaker === false)) return null;
+  if (option === false || (option === undefined && !config.circuitBreaker)) return null;
   const settings = typeof option === "object" ? option : {};
-  const probeInterval = settings.probeInterval ?? defaults.circuitBreakerProbeInterval ??
-    DEFAULT_BREAKER.probeIntervalMs / 1000;
+  const probeInterval = settings.probeInterval ?? config.circuitBreakerProbeInterval;
   if (!Number.isFinite(probeInterval) || probeInterval <= 0 || probeInterval > 60) {
     throw new CacheInputError(
       `Invalid circuitBreaker.probeInterval ${probeInterval}: pass a number of seconds above 0 ` +
@@ -257,7 +248,7 @@ function resolveBreaker(
   return {
     threshold: positiveInt(
       "circuitBreaker.threshold",
-      settings.threshold ?? defaults.circuitBreakerThreshold ?? DEFAULT_BREAKER.threshold,
+      settings.threshold ?? config.circuitBreakerThreshold,
     ),
     probeIntervalMs: Math.max(1, Math.round(probeInterval * 1000)),
   };

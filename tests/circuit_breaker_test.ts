@@ -16,16 +16,28 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
   type CacheEvent,
+  cacheGet,
   CacheInputError,
+  cacheStats,
+  closeCache,
   RedisCache,
   RedisConfig,
+  setCache,
   ValkeyCache,
   ValkeyConfig,
 } from "../mod.ts";
 import { ClusterLayout } from "../src/layout.ts";
 import { startServer } from "./harness.ts";
 import { keySlot, startCluster, type TestCluster } from "./cluster_harness.ts";
-import { type AnyCache, cacheFor, collectingLogger, KINDS, sleep } from "./_helpers.ts";
+import {
+  type AnyCache,
+  cacheFor,
+  collectingLogger,
+  configFor,
+  KINDS,
+  quietLogger,
+  sleep,
+} from "./_helpers.ts";
 import { countUnhandledRejections } from "./_load.ts";
 
 const CALLERS = 25;
@@ -230,6 +242,39 @@ for (const kind of KINDS) {
       }
       assert.equal(log.lines.filter((l) => OPENED.test(l)).length, 1, log.lines.join("\n"));
       assert.equal(log.lines.filter((l) => CLOSED.test(l)).length, 1, log.lines.join("\n"));
+    });
+
+    it("VALKEY_/REDIS_CIRCUIT_BREAKER=false through setCache's env: a frozen server opens none", async () => {
+      await using server = await startServer(kind, { own: true });
+      const prefix = kind === "redis" ? "REDIS" : "VALKEY";
+      const env = { [`${prefix}_URL`]: server.url, [`${prefix}_CIRCUIT_BREAKER`]: "false" };
+      assert.equal(
+        await setCache({ provider: kind, env, timeout: 0.3, logger: quietLogger() }),
+        true,
+      );
+      try {
+        server.pause();
+        for (let i = 0; i < 5; i++) assert.equal(await cacheGet(`k${i}`), null);
+        const stats = cacheStats();
+        assert.ok(stats.errors >= 5, `${stats.errors} errors`);
+        assert.equal(stats.circuitOpens, 0);
+      } finally {
+        server.resume();
+        await closeCache();
+      }
+      // The same server with the default settings: the first timeout opens the breaker.
+      assert.equal(
+        await setCache({ provider: kind, config: configFor(server), timeout: 0.3 }),
+        true,
+      );
+      try {
+        server.pause();
+        assert.equal(await cacheGet("k"), null);
+        assert.equal(cacheStats().circuitOpens, 1);
+      } finally {
+        server.resume();
+        await closeCache();
+      }
     });
 
     it("bad circuitBreaker options are a CacheInputError naming the setting", () => {

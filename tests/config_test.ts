@@ -37,6 +37,9 @@ const DEFAULTS = {
   tls: false,
   tlsCa: undefined,
   maxValueBytes: 64 * 1024 * 1024,
+  circuitBreaker: true,
+  circuitBreakerThreshold: 3,
+  circuitBreakerProbeInterval: 0.1,
 };
 
 /** Every field of a config, password included (read through the getter). */
@@ -55,6 +58,9 @@ function fields(config: RedisConfig): Record<string, unknown> {
     tls: config.tls,
     tlsCa: config.tlsCa,
     maxValueBytes: config.maxValueBytes,
+    circuitBreaker: config.circuitBreaker,
+    circuitBreakerThreshold: config.circuitBreakerThreshold,
+    circuitBreakerProbeInterval: config.circuitBreakerProbeInterval,
   };
 }
 
@@ -73,6 +79,14 @@ const VARIABLES: { suffix: string; field: keyof typeof DEFAULTS; raw: string; va
   { suffix: "TLS", field: "tls", raw: "true", value: true },
   { suffix: "TLS_CA", field: "tlsCa", raw: "/etc/ssl/ca.pem", value: "/etc/ssl/ca.pem" },
   { suffix: "MAX_VALUE_BYTES", field: "maxValueBytes", raw: "1048576 # 1 MiB", value: 1048576 },
+  { suffix: "CIRCUIT_BREAKER", field: "circuitBreaker", raw: "off", value: false },
+  { suffix: "CIRCUIT_BREAKER_THRESHOLD", field: "circuitBreakerThreshold", raw: "5 # x", value: 5 },
+  {
+    suffix: "CIRCUIT_BREAKER_PROBE_INTERVAL",
+    field: "circuitBreakerProbeInterval",
+    raw: "0.25",
+    value: 0.25,
+  },
 ];
 
 /** A second value per field, to tell which variable won. */
@@ -90,6 +104,9 @@ const OTHER: Record<string, string> = {
   TLS: "false",
   TLS_CA: "/other/ca.pem",
   MAX_VALUE_BYTES: "4096",
+  CIRCUIT_BREAKER: "yes",
+  CIRCUIT_BREAKER_THRESHOLD: "7",
+  CIRCUIT_BREAKER_PROBE_INTERVAL: "2",
 };
 
 /** Malformed values per variable suffix. */
@@ -104,6 +121,9 @@ const MALFORMED: Record<string, string[]> = {
   TLS: ["maybe", "enabled", "t"],
   TLS_CA: ["  "],
   MAX_VALUE_BYTES: ["abc", "0", "-1", "1.5", "64MiB"],
+  CIRCUIT_BREAKER: ["maybe", "2"],
+  CIRCUIT_BREAKER_THRESHOLD: ["abc", "0", "1.5"],
+  CIRCUIT_BREAKER_PROBE_INTERVAL: ["abc", "0", "-1", "61", "100ms"],
 };
 
 function assertConfigError(fn: () => unknown, ...fragments: string[]): CacheConfigError {
@@ -171,6 +191,9 @@ describe("RedisConfig options", () => {
       tls: true,
       tlsCa: "/ca.pem",
       maxValueBytes: 1024,
+      circuitBreaker: false,
+      circuitBreakerThreshold: 9,
+      circuitBreakerProbeInterval: 0.5,
     };
     assert.deepEqual(fields(new RedisConfig(options)), options);
   });
@@ -694,6 +717,9 @@ describe("the password stays hidden", () => {
       prefix: "cache:",
       tls: false,
       maxValueBytes: 67108864,
+      circuitBreaker: true,
+      circuitBreakerThreshold: 3,
+      circuitBreakerProbeInterval: 0.1,
     });
   });
 
