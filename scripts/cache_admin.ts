@@ -109,8 +109,8 @@ const MAIN_HELP = `Usage: ${PROGRAM} <command> [options]
 Administer the @core-lib/cache entries on a Redis or Valkey server.
 
 Commands:
-  health                    connect and PING; print the server kind, version, address and
-                            latency (exit 1 when unreachable)
+  health                    connect and PING; print the server kind, version, address,
+                            latency and circuit breaker state (exit 1 when unreachable)
   stats                     registry members and live keys per scope (global and each tenant)
                             and in total
   clear --scope SCOPE       delete entries: --scope all | global | company --company-id ID
@@ -139,8 +139,9 @@ const COMMAND_HELP: Readonly<Record<Command, string>> = {
   health: `Usage: ${PROGRAM} health [--json]
 
 Connects, PINGs and prints the server kind and version, the address (never the password) and
-the median latency of ${PINGS} PINGs. Exit 0 when healthy, 1 when unreachable (within
-REDIS_TIMEOUT seconds, default 4).
+the median latency of ${PINGS} PINGs, then the circuit breaker's settings
+(REDIS_CIRCUIT_BREAKER*) and the targets it holds open. Exit 0 when healthy, 1 when
+unreachable (within REDIS_TIMEOUT seconds, default 4).
 `,
   stats: `Usage: ${PROGRAM} stats [--json]
 
@@ -506,6 +507,12 @@ async function health({ provider, backend, invocation, io }: Context): Promise<n
   times.sort((a, b) => a - b);
   const latencyMs = Math.round(times[Math.floor(PINGS / 2)] * 1000) / 1000;
   const config = provider.config;
+  const circuitBreaker = {
+    on: config.circuitBreaker,
+    threshold: config.circuitBreakerThreshold,
+    probeInterval: config.circuitBreakerProbeInterval,
+    open: provider.stats().openCircuits,
+  };
   if (invocation.json) {
     io.stdout(json({
       ok: true,
@@ -515,13 +522,21 @@ async function health({ provider, backend, invocation, io }: Context): Promise<n
       passwordSet: config.password !== undefined,
       prefix: config.prefix,
       latencyMs,
+      circuitBreaker,
     }));
   } else {
+    const breaker = circuitBreaker.on
+      ? `on (opens on a timeout or ${circuitBreaker.threshold} connection faults in a row, ` +
+        `probes every ${circuitBreaker.probeInterval} s); open for: ${
+          circuitBreaker.open.length === 0 ? "none" : circuitBreaker.open.join(", ")
+        }`
+      : "off";
     io.stdout(
       `healthy: ${server.kind} ${server.version} at ${address(config)} ` +
         `(prefix ${JSON.stringify(config.prefix)}, client ${
           backend === "valkey" ? "iovalkey" : "ioredis"
-        }); PING ${latencyMs.toFixed(3)} ms (median of ${PINGS})\n`,
+        }); PING ${latencyMs.toFixed(3)} ms (median of ${PINGS})\n` +
+        `circuit breaker: ${breaker}\n`,
     );
   }
   return EXIT_OK;

@@ -233,6 +233,23 @@ for (const kind of KINDS) {
       assert.equal(report.address, `redis://${server.host}:${server.port}/0`);
       assert.equal(typeof report.latencyMs, "number");
       assert.ok(report.latencyMs >= 0);
+      assert.deepEqual(report.circuitBreaker, {
+        on: true,
+        threshold: 3,
+        probeInterval: 0.1,
+        open: [],
+      });
+      assert.match(
+        run.stdout,
+        /\ncircuit breaker: on \(.*3 connection faults.*0\.1 s\); open for: none\n$/,
+      );
+
+      const off = await admin(["health"], {
+        ...serverEnv(server),
+        [envName(server, "CIRCUIT_BREAKER")]: "off",
+      });
+      assert.equal(off.code, 0, show(off));
+      assert.match(off.stdout, /\ncircuit breaker: off\n$/);
     });
 
     it("health: exit 1 when unreachable; every command likewise; no password printed", async () => {
