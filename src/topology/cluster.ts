@@ -34,8 +34,10 @@ import {
 import {
   closeAll,
   connectionFault,
+  dropConnection,
   loadOpenParts,
   send,
+  tlsOptions,
   untilReady,
   withTimeout,
 } from "./connection.ts";
@@ -79,6 +81,8 @@ export class ClusterServers implements Servers {
   readonly #breakers = new Map<string, CircuitBreaker>();
   #openCount = 0;
   readonly #feed: BreakerFeed | undefined;
+  /** Connections of their own that probe masters the cluster client has no connection to. */
+  readonly #probeClients = new Map<string, ProtocolClient>();
 
   /** @param options The provider's settings. */
   constructor(options: TopologyOptions) {
@@ -159,6 +163,7 @@ export class ClusterServers implements Servers {
   async close(): Promise<void> {
     this.#closed = true;
     for (const breaker of this.#breakers.values()) breaker.stop();
+    for (const master of [...this.#probeClients.keys()]) this.#dropProbeClient(master);
     for (const watch of this.#watches) watch.stop();
     await closeAll([...this.#clients, ...this.#readers], this.#options.timeoutMs);
   }
@@ -302,18 +307,70 @@ export class ClusterServers implements Servers {
     return (this.#clients[0] as unknown as { slots?: string[][] } | undefined)?.slots?.[slot]?.[0];
   }
 
+  /**
+   * One probe of `master`: `CLUSTER INFO`, a PING that also says whether the node serves its
+   * slots (a restarted master answers PING at once but CLUSTERDOWN for about 2 s until it has
+   * rejoined). Sent on the cluster client's connection to it when that is up (a hung master's
+   * stays up; its reply comes right after it resumes). The cluster client drops the
+   * connection to a master that died and makes a new one only when a command is routed there,
+   * which the open breaker prevents: a restarted master is then asked on a probe connection of
+   * its own. A master that serves no slot any more (failed over, resharded away) has nothing
+   * routed to it: the breaker closes.
+   */
+  async #probeMaster(master: string): Promise<unknown> {
+    const { timeoutMs } = this.#options;
+    const node = this.#clients[0]?.nodes("master").find((n) => nodeKey(n) === master);
+    if (node !== undefined && node.status === "ready") {
+      return await withTimeout(servesSlots(node), timeoutMs, "probe");
+    }
+    const slots = (this.#clients[0] as unknown as { slots?: string[][] } | undefined)?.slots;
+    if (!slots?.some((owners) => owners?.[0] === master)) return;
+    const probe = await this.#probeClient(master);
+    if (probe.status !== "ready") throw new Error(`${master} is not up`);
+    return await withTimeout(servesSlots(probe), timeoutMs, "probe");
+  }
+
+  /** The probe connection to `master` (made on first use; it reconnects every probe interval). */
+  async #probeClient(master: string): Promise<ProtocolClient> {
+    const existing = this.#probeClients.get(master);
+    if (existing !== undefined) return existing;
+    const { config, timeoutMs, breaker } = this.#options;
+    const Client = await this.#options.loadClient();
+    const made = this.#probeClients.get(master);
+    if (made !== undefined) return made;
+    const colon = master.lastIndexOf(":");
+    const tls = config.tls ? await tlsOptions(config, this.#options.envPrefix) : undefined;
+    const probe = new Client({
+      host: master.slice(0, colon),
+      port: Number(master.slice(colon + 1)),
+      username: config.username,
+      password: config.password,
+      tls,
+      connectTimeout: timeoutMs,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => breaker!.probeIntervalMs,
+    });
+    // Its refusals while the master is down are the breaker's business, already logged.
+    probe.on("error", () => {});
+    this.#probeClients.set(master, probe);
+    return probe;
+  }
+
+  #dropProbeClient(master: string): void {
+    const probe = this.#probeClients.get(master);
+    if (probe === undefined) return;
+    this.#probeClients.delete(master);
+    dropConnection(probe);
+  }
+
   /** The breaker of `master`, made on its first fault. */
   #breakerOf(master: string): CircuitBreaker {
     let breaker = this.#breakers.get(master);
     if (breaker !== undefined) return breaker;
-    const { breaker: settings, circuit, timeoutMs } = this.#options;
+    const { breaker: settings, circuit } = this.#options;
     breaker = new CircuitBreaker(master, settings!, {
-      probe: () => {
-        const node = this.#clients[0]?.nodes("master").find((n) => nodeKey(n) === master);
-        // No longer a master the client knows (gone, failed over): nothing routes there now.
-        if (node === undefined) return Promise.resolve();
-        return withTimeout(node.ping(), timeoutMs, "probe");
-      },
+      probe: () => this.#probeMaster(master),
       opened: (target, error) => {
         this.#openCount++;
         // The calls still waiting on that master resolve now, as misses.
@@ -326,6 +383,7 @@ export class ClusterServers implements Servers {
       closed: (target, openMs) => {
         this.#openCount--;
         this.#breakers.delete(target);
+        this.#dropProbeClient(target);
         circuit(target, false, { openMs });
       },
     });
@@ -422,4 +480,10 @@ export class ClusterServers implements Servers {
 function nodeKey(node: ProtocolClient): string {
   const options = (node as unknown as { options: { host: string; port: number } }).options;
   return `${options.host}:${options.port}`;
+}
+
+/** Resolves when `node` answers `CLUSTER INFO` with `cluster_state:ok`; rejects otherwise. */
+async function servesSlots(node: ProtocolClient): Promise<void> {
+  const info = await (node as unknown as { cluster(sub: "INFO"): Promise<string> }).cluster("INFO");
+  if (!/^cluster_state:ok\b/m.test(info)) throw new Error("the node does not serve its slots yet");
 }
