@@ -42,6 +42,11 @@ export interface CoalescedSender {
    */
   endOfTick?(flush: () => void): void;
   /**
+   * The rejection of a read of `key` whose server's circuit breaker is open (`undefined` while
+   * it is closed): such a read resolves at once instead of waiting for the tick's batch.
+   */
+  refusal?(key: string): Promise<never> | undefined;
+  /**
    * One `set_and_register` call (`set_and_register_tags` with `tags`); resolves `false` on a
    * fault (already logged), never rejects.
    */
@@ -95,6 +100,8 @@ export class Coalescer {
 
   /** The value text at `key`: a GET of its own as a tick's first call, else in the tick's MGET. */
   read(key: string): Promise<string | null> {
+    const refused = this.#send.refusal?.(key);
+    if (refused !== undefined) return refused;
     if (!this.#inTick) {
       this.#startTick();
       return this.#send.get(key);

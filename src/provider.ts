@@ -164,6 +164,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       mget: (keys) => this.#servers.mget(keys),
       groups: (keys) => this.#servers.slotGroups(keys),
       endOfTick: (flush) => this.#servers.endOfTick(flush),
+      refusal: (key) => this.#servers.refusal(key),
       write: (registry, keys, texts, ttlMs, tags) =>
         this.#write(registry, keys, texts, ttlMs, tags),
     });

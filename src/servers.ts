@@ -45,6 +45,11 @@ export interface Servers {
   openCircuits(): string[];
   /** `true` when every node answers PONG within the timeout; rejects on a fault. */
   ping(): Promise<boolean>;
+  /**
+   * The rejection every call on `key`'s server gets while its circuit breaker is open, else
+   * `undefined` (one property check while every breaker is closed).
+   */
+  refusal(key: string): Promise<never> | undefined;
   /** GET. */
   get(key: string): Promise<string | null>;
   /** One MGET of keys that share a slot (any keys on a single server), replies in key order. */

@@ -185,12 +185,12 @@ export class ClusterServers implements Servers {
 
   /** A GET, pipelined (with a fallback on redirections) or on the plain client. */
   get(key: string): Promise<string | null> {
-    return this.#refusal(key) ?? send(() => this.#read((client) => client.get(key)));
+    return this.refusal(key) ?? send(() => this.#read((client) => client.get(key)));
   }
 
   /** An MGET of one slot, pipelined like a GET. */
   mget(keys: string[]): Promise<(string | null)[]> {
-    return this.#refusal(keys[0]) ?? send(() => this.#read((client) => client.mget(...keys)));
+    return this.refusal(keys[0]) ?? send(() => this.#read((client) => client.mget(...keys)));
   }
 
   /** One group per hash slot: a multi-key command must stay within one. */
@@ -218,7 +218,7 @@ export class ClusterServers implements Servers {
     const texts: (string | null)[] = new Array(keys.length).fill(null);
     await Promise.all([...groupBySlot(keys).values()].map(async (positions) => {
       try {
-        const refusal = this.#refusal(keys[positions[0]]);
+        const refusal = this.refusal(keys[positions[0]]);
         if (refusal) await refusal;
         const replies = await client.mget(...positions.map((i) => keys[i]));
         positions.forEach((position, i) => texts[position] = replies[i]);
@@ -230,11 +230,11 @@ export class ClusterServers implements Servers {
   }
 
   exists(key: string): Promise<number> {
-    return this.#refusal(key) ?? send(() => this.#pick().exists(key));
+    return this.refusal(key) ?? send(() => this.#pick().exists(key));
   }
 
   run(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
-    const refusal = this.#refusal(keys[0]);
+    const refusal = this.refusal(keys[0]);
     if (refusal) return refusal;
     // #scripts is set by open(); a call before it finds no connection and faults anyway.
     const scripts = this.#scripts;
@@ -246,7 +246,7 @@ export class ClusterServers implements Servers {
 
   /** Pipelined like a read, when there is a pipelined client. */
   runResendable(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
-    const refusal = this.#refusal(keys[0]);
+    const refusal = this.refusal(keys[0]);
     if (refusal) return refusal;
     const scripts = this.#scripts;
     if (!scripts) return Promise.reject(new Error("not connected: call connect() first"));
@@ -274,22 +274,22 @@ export class ClusterServers implements Servers {
   }
 
   srandmember(key: string, count: number): Promise<string[]> {
-    return this.#refusal(key) ?? send(() => this.#pick().srandmember(key, count));
+    return this.refusal(key) ?? send(() => this.#pick().srandmember(key, count));
   }
 
   srem(key: string, ...members: string[]): Promise<number> {
-    return this.#refusal(key) ?? send(() => this.#pick().srem(key, ...members));
+    return this.refusal(key) ?? send(() => this.#pick().srem(key, ...members));
   }
 
   sscan(key: string, cursor: string, count: number): Promise<[string, string[]]> {
-    return this.#refusal(key) ?? send(() => this.#pick().sscan(key, cursor, "COUNT", count));
+    return this.refusal(key) ?? send(() => this.#pick().sscan(key, cursor, "COUNT", count));
   }
 
   /**
    * The refusal of the breaker of `key`'s master when it is open, else `undefined`. Costs nothing
    * while every breaker is closed; otherwise one slot computation and table lookup.
    */
-  #refusal(key: string | undefined): Promise<never> | undefined {
+  refusal(key: string | undefined): Promise<never> | undefined {
     if (this.#openCount === 0 || key === undefined) return undefined;
     const master = this.#masterOfSlot(keySlot(key));
     const breaker = master === undefined ? undefined : this.#breakers.get(master);

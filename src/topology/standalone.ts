@@ -129,6 +129,10 @@ export class StandaloneServers implements Servers {
     return this.#breaker?.open ? [this.#breaker.target] : [];
   }
 
+  refusal(_key: string): Promise<never> | undefined {
+    return this.#breaker?.open ? this.#breaker.refusal : undefined;
+  }
+
   get(key: string): Promise<string | null> {
     if (this.#breaker?.open) return this.#breaker.refusal;
     return send(() => this.#pick().get(key));
