@@ -1,0 +1,343 @@
+/**
+ * The near cache: an in-process LRU of entry values, kept coherent by the server's invalidations
+ * (src/tracking.ts delivers them). It stores each value's JSON text, so every hit parses a copy of
+ * its own and no caller can change what is cached.
+ *
+ * Three rules keep it from serving a value the server no longer holds:
+ * - Invalidations: `invalidate(key)` drops the key's entry, `flush()` drops every entry.
+ * - The placeholder race of node-redis and redis-py: a read that may install its reply first takes
+ *   a token ({@linkcode NearCache.begin}). An invalidation of that key, or a flush, that arrives
+ *   before the reply voids the token, so the reply (which may predate the change) is refused.
+ * - Validity: the cache serves only while its invalidation stream is known to be current, that is
+ *   until `validUntil` (the subscriber's last answered heartbeat plus `maxStaleness`). Once that
+ *   passes, the entries are dropped before anything else is served or installed, so an entry only
+ *   lives through a stretch of unbroken validity.
+ *
+ * Each entry also has its own deadline, never later than the server's: from the TTL the write used,
+ * or from the PTTL the read returned, counted from before the read was sent.
+ *
+ * @module
+ */
+
+import { parseValue } from "./values.ts";
+
+/** The near cache's settings, resolved. */
+export interface NearCacheSettings {
+  /** The most entries held (LRU beyond). */
+  maxEntries: number;
+  /** The most bytes of value JSON text held (UTF-8; LRU beyond). */
+  maxBytes: number;
+  /**
+   * The longest a local entry lives, in milliseconds, whatever the server TTL (`Infinity`: the
+   * server TTL alone bounds it).
+   */
+  maxLocalTtlMs?: number;
+  /** The clock, in milliseconds (`performance.now` by default; tests may pass their own). */
+  now?: () => number;
+}
+
+/** The near cache's counters since it was created. */
+export interface NearCacheCounters {
+  /** Lookups served from memory. */
+  hits: number;
+  /** Lookups not served from memory (absent, expired, or the cache not valid). */
+  misses: number;
+  /** Entries dropped by an invalidation of their key. */
+  invalidations: number;
+  /** Entries dropped to stay within `maxEntries` / `maxBytes`. */
+  evictions: number;
+  /** Times every entry was dropped (a FLUSHALL / FLUSHDB, a fault, validity lapsing). */
+  flushes: number;
+}
+
+/**
+ * A read in flight that may install its reply, while nothing voided it. Obtained from
+ * {@linkcode NearCache.begin}; passed back to `install` or `abandon`.
+ */
+export interface ReadToken {
+  /** The entry key read. */
+  readonly key: string;
+  /** When the read was begun (the cache's clock): a reply's PTTL counts from here. */
+  readonly startedAt: number;
+  /** `false` once an invalidation, a flush or an install voided it. */
+  live: boolean;
+}
+
+interface Entry {
+  text: string;
+  bytes: number;
+  /** The cache clock's time after which the entry is gone (`Infinity`: no deadline). */
+  expiresAt: number;
+}
+
+/** A token that never installs: handed out while the cache is not valid. */
+const DEAD: ReadToken = Object.freeze({ key: "", startedAt: 0, live: false }) as ReadToken;
+
+/** An in-process LRU of value JSON texts, bounded by entries and bytes. */
+export class NearCache {
+  readonly #maxEntries: number;
+  readonly #maxBytes: number;
+  readonly #maxLocalTtlMs: number;
+  readonly #now: () => number;
+  /** In recency order: the first is the least recently used. */
+  #entries = new Map<string, Entry>();
+  #bytes = 0;
+  /** The tokens of the reads in flight, per key. */
+  #pending = new Map<string, ReadToken | ReadToken[]>();
+  /** Until when the entries may be served (the cache clock); `-Infinity` while not armed. */
+  #validUntil = -Infinity;
+  readonly #counters: NearCacheCounters = {
+    hits: 0,
+    misses: 0,
+    invalidations: 0,
+    evictions: 0,
+    flushes: 0,
+  };
+
+  /** @param settings The bounds. */
+  constructor(settings: NearCacheSettings) {
+    this.#maxEntries = settings.maxEntries;
+    this.#maxBytes = settings.maxBytes;
+    this.#maxLocalTtlMs = settings.maxLocalTtlMs ?? Infinity;
+    this.#now = settings.now ?? (() => performance.now());
+  }
+
+  /** The counters (a snapshot). */
+  get counters(): NearCacheCounters {
+    return { ...this.#counters };
+  }
+
+  /** How many entries are held. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** How many bytes of value JSON text are held. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Whether the cache serves now (its invalidation stream is current). */
+  get valid(): boolean {
+    return this.#now() < this.#validUntil;
+  }
+
+  /** The cache clock. */
+  now(): number {
+    return this.#now();
+  }
+
+  /**
+   * Extends validity to `until` (the cache clock): the subscriber proved its stream current as of
+   * `until - maxStaleness`. When validity had lapsed, the entries are dropped first.
+   */
+  validate(until: number): void {
+    this.#lapse(this.#now());
+    if (until > this.#validUntil) this.#validUntil = until;
+  }
+
+  /** Ends validity: drops every entry and voids every token until `validate` is called again. */
+  invalidateAll(): void {
+    this.#validUntil = -Infinity;
+    this.flush();
+  }
+
+  /**
+   * The value of `key` parsed from its cached text (a fresh copy), or `undefined` on a miss.
+   * `null` values are never cached, so `undefined` is the only miss.
+   */
+  get<T>(key: string): T | undefined {
+    const text = this.getText(key);
+    return text === undefined ? undefined : parseValue<T>(text);
+  }
+
+  /** The cached JSON text of `key` (moved to most recently used), or `undefined` on a miss. */
+  getText(key: string): string | undefined {
+    const now = this.#now();
+    if (!(now < this.#validUntil)) {
+      this.#lapse(now);
+      this.#counters.misses++;
+      return undefined;
+    }
+    const entry = this.#entries.get(key);
+    if (entry === undefined) {
+      this.#counters.misses++;
+      return undefined;
+    }
+    if (!(now < entry.expiresAt)) {
+      this.#drop(key, entry);
+      this.#counters.misses++;
+      return undefined;
+    }
+    // Most recently used last: re-inserting moves it to the end of the Map's order.
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
+    this.#counters.hits++;
+    return entry.text;
+  }
+
+  /** Whether `key` is held, without counting or reordering (for tests and `exists`). */
+  has(key: string): boolean {
+    const now = this.#now();
+    const entry = this.#entries.get(key);
+    return now < this.#validUntil && entry !== undefined && now < entry.expiresAt;
+  }
+
+  /**
+   * Registers a read of `key` about to be sent. Its reply may be installed with
+   * {@linkcode install} unless an invalidation of `key` or a flush arrives first. While the cache
+   * is not valid the token is void from the start.
+   */
+  begin(key: string): ReadToken {
+    const now = this.#now();
+    if (!(now < this.#validUntil)) {
+      this.#lapse(now);
+      return DEAD;
+    }
+    const token: ReadToken = { key, startedAt: now, live: true };
+    const pending = this.#pending.get(key);
+    if (pending === undefined) this.#pending.set(key, token);
+    else if (Array.isArray(pending)) pending.push(token);
+    else this.#pending.set(key, [pending, token]);
+    return token;
+  }
+
+  /** Forgets a read that will not install (it failed, or its reply is not wanted). */
+  abandon(token: ReadToken): void {
+    if (!token.live) return;
+    token.live = false;
+    this.#release(token);
+  }
+
+  /**
+   * Installs a read's reply, unless its token was voided. `pttlMs` is the PTTL the server
+   * returned with the value (`-1`: no expiry, `-2` or `null` text: gone), counted from the token's
+   * start, which is before the server ran the read, so the local deadline is never the later.
+   *
+   * @returns Whether the text was installed.
+   */
+  install(token: ReadToken, text: string | null, pttlMs: number): boolean {
+    if (!token.live) return false;
+    token.live = false;
+    this.#release(token);
+    const now = this.#now();
+    if (!(now < this.#validUntil)) {
+      this.#lapse(now);
+      return false;
+    }
+    if (text === null || pttlMs === -2 || pttlMs === 0) return false;
+    const ttl = pttlMs < 0 ? this.#maxLocalTtlMs : Math.min(pttlMs, this.#maxLocalTtlMs);
+    return this.#put(token.key, text, token.startedAt + ttl, now);
+  }
+
+  /**
+   * Installs the value this process just wrote with `ttlMs` (0 or less: no expiry), once the
+   * write resolved: the deadline counts from `sentAt` (the cache clock when the write was sent).
+   * Voids the reads of `key` in flight, which may predate the write.
+   */
+  installWritten(key: string, text: string, ttlMs: number, sentAt: number): boolean {
+    this.#voidTokens(key);
+    const now = this.#now();
+    if (!(now < this.#validUntil)) {
+      this.#lapse(now);
+      return false;
+    }
+    const ttl = ttlMs > 0 ? Math.min(ttlMs, this.#maxLocalTtlMs) : this.#maxLocalTtlMs;
+    return this.#put(key, text, sentAt + ttl, now);
+  }
+
+  /**
+   * An invalidation of `key` (from the server, or a write of this process): drops its entry and
+   * voids the reads of it in flight.
+   *
+   * @returns Whether an entry was dropped.
+   */
+  invalidate(key: string): boolean {
+    this.#voidTokens(key);
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return false;
+    this.#drop(key, entry);
+    this.#counters.invalidations++;
+    return true;
+  }
+
+  /** Drops every entry and voids every read in flight (a FLUSHALL / FLUSHDB, a fault). */
+  flush(): void {
+    for (const pending of this.#pending.values()) {
+      if (Array.isArray(pending)) { for (const token of pending) token.live = false; }
+      else pending.live = false;
+    }
+    this.#pending.clear();
+    this.#entries.clear();
+    this.#bytes = 0;
+    this.#counters.flushes++;
+  }
+
+  /** Once validity has passed: drop everything (once) so nothing from before is served later. */
+  #lapse(now: number): void {
+    if (now < this.#validUntil) return;
+    if (this.#validUntil !== -Infinity || this.#entries.size > 0 || this.#pending.size > 0) {
+      this.#validUntil = -Infinity;
+      this.flush();
+    }
+  }
+
+  #put(key: string, text: string, expiresAt: number, now: number): boolean {
+    if (!(now < expiresAt)) return false;
+    const bytes = utf8Length(text);
+    if (bytes > this.#maxBytes || this.#maxEntries < 1) return false;
+    const old = this.#entries.get(key);
+    if (old !== undefined) this.#drop(key, old);
+    this.#entries.set(key, { text, bytes, expiresAt });
+    this.#bytes += bytes;
+    // Least recently used first in the Map's order.
+    while (this.#entries.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
+      const [oldestKey, oldest] = this.#entries.entries().next().value!;
+      this.#drop(oldestKey, oldest);
+      this.#counters.evictions++;
+    }
+    return true;
+  }
+
+  #drop(key: string, entry: Entry): void {
+    this.#entries.delete(key);
+    this.#bytes -= entry.bytes;
+  }
+
+  #voidTokens(key: string): void {
+    const pending = this.#pending.get(key);
+    if (pending === undefined) return;
+    if (Array.isArray(pending)) { for (const token of pending) token.live = false; }
+    else pending.live = false;
+    this.#pending.delete(key);
+  }
+
+  #release(token: ReadToken): void {
+    const pending = this.#pending.get(token.key);
+    if (pending === token) this.#pending.delete(token.key);
+    else if (Array.isArray(pending)) {
+      const at = pending.indexOf(token);
+      if (at >= 0) pending.splice(at, 1);
+      if (pending.length === 0) this.#pending.delete(token.key);
+    }
+  }
+}
+
+/** The UTF-8 length of `text` (lone surrogates count 3, as the client sends U+FFFD). */
+export function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) continue;
+    if (code < 0x800) bytes += 1;
+    else if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        // A pair: 4 bytes for 2 units.
+        bytes += 2;
+        i++;
+      } else bytes += 2;
+    } else bytes += 2;
+  }
+  return bytes;
+}
