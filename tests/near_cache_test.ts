@@ -250,8 +250,14 @@ for (const kind of KINDS) {
       const writer = await bareClient(server);
       try {
         const delays: number[] = [];
+        const messagesFor = (k: string) =>
+          r.invalidations.filter((m) => m.keys?.includes(k)).length;
         const evicted = async (id: number, change: () => Promise<unknown>) => {
+          const seen = messagesFor(key(id));
           await writer.set(key(id), `{"v": ${id}}`);
+          // The write's own invalidation comes on the subscriber's connection and may arrive
+          // after a read that follows it; such a read is (rightly) not installed. Wait for it.
+          await until(() => messagesFor(key(id)) > seen);
           assert.deepEqual(await readThrough(r.reader, r.cache, [key(id)]), [`{"v": ${id}}`]);
           assert.deepEqual(r.cache.get(key(id)), { v: id });
           const start = performance.now();
@@ -272,7 +278,9 @@ for (const kind of KINDS) {
         await until(() => r.invalidations.some((m) => m.keys?.includes(key("marker"))));
         assert.equal(r.invalidations.length, before + 1);
         // A key written with a TTL: the local copy dies with it.
+        const seen6 = messagesFor(key(6));
         await writer.set(key(6), "6", "PX", 150);
+        await until(() => messagesFor(key(6)) > seen6);
         await readThrough(r.reader, r.cache, [key(6)]);
         assert.equal(r.cache.has(key(6)), true);
         await sleep(160);
