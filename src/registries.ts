@@ -39,7 +39,23 @@ export async function scanRegistries(
   client: Pick<RegistryClient, "scan">,
   prefix: string,
 ): Promise<string[]> {
-  const pattern = `${globEscape(prefix)}registry:*`;
+  return await scanSets(client, `${globEscape(prefix)}registry:*`);
+}
+
+/**
+ * Every Set key matching `pattern` on one node (SCAN MATCH ... TYPE set, each key once), those
+ * `keep` accepts.
+ *
+ * @param client A connected client (or one cluster node).
+ * @param pattern A glob whose user-supplied parts are already escaped.
+ * @param keep Which keys to return (all by default).
+ * @returns The keys, in no particular order.
+ */
+export async function scanSets(
+  client: Pick<RegistryClient, "scan">,
+  pattern: string,
+  keep: (key: string) => boolean = () => true,
+): Promise<string[]> {
   const found = new Set<string>();
   let cursor = "0";
   do {
@@ -53,7 +69,7 @@ export async function scanRegistries(
       "set",
     );
     cursor = next;
-    for (const key of keys) found.add(key);
+    for (const key of keys) if (keep(key)) found.add(key);
   } while (cursor !== "0");
   return [...found];
 }

@@ -27,7 +27,7 @@
 
 import { CacheInputError } from "./errors.ts";
 import { globEscape } from "./keys.ts";
-import { SCAN_COUNT } from "./registries.ts";
+import { scanSets } from "./registries.ts";
 import { sha256Hex } from "./runtime.ts";
 import type { Scanner, Servers } from "./servers.ts";
 import { hashTagOf, keySlot } from "./slots.ts";
@@ -214,22 +214,7 @@ export async function scanTagKeys(
   clustered: boolean,
 ): Promise<string[]> {
   const pattern = `${globEscape(prefix)}${kind === "sets" ? "tag" : "tags"}:*`;
-  const found = new Set<string>();
-  let cursor = "0";
-  do {
-    const [next, keys] = await node.scan(
-      cursor,
-      "MATCH",
-      pattern,
-      "COUNT",
-      SCAN_COUNT,
-      "TYPE",
-      "set",
-    );
-    cursor = next;
-    for (const key of keys) if (!clustered || hashTagOf(key) !== key) found.add(key);
-  } while (cursor !== "0");
-  return [...found];
+  return await scanSets(node, pattern, (key) => !clustered || hashTagOf(key) !== key);
 }
 
 /**
