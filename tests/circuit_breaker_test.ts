@@ -307,8 +307,11 @@ for (const kind of KINDS) {
       await cluster?.stop();
     });
 
-    /** Freezes master 1 for 4.5 s under 25 callers; the calls and the resume time. */
-    async function hang(circuitBreaker: boolean) {
+    /**
+     * An emptied cluster and a connected cache (timeout 1 s) holding `v` = the tenant's id for
+     * 60 tenants named `<tenantPrefix><i>`, and which master serves each tenant.
+     */
+    async function connectedCache(tenantPrefix: string, circuitBreaker: boolean) {
       await Promise.all(cluster.nodes.map((node) => node.cli("FLUSHALL")));
       const log = collectingLogger();
       const settings = { clusterNodes: cluster.seeds };
@@ -320,8 +323,14 @@ for (const kind of KINDS) {
       const owners = await cluster.slotOwners();
       const layout = new ClusterLayout("cache:", { tenantBuckets: 1, globalBuckets: 16 });
       const ownerOf = (t: string) => owners[keySlot(layout.scopeRegistries(t)[0])];
-      const tenants = Array.from({ length: 60 }, (_, i) => `m${i}`);
+      const tenants = Array.from({ length: 60 }, (_, i) => `${tenantPrefix}${i}`);
       for (const tenant of tenants) await cache.set("v", tenant, { companyId: tenant });
+      return { log, cache, ownerOf, tenants };
+    }
+
+    /** Freezes master 1 for 4.5 s under 25 callers; the calls and the resume time. */
+    async function hang(circuitBreaker: boolean) {
+      const { log, cache, ownerOf, tenants } = await connectedCache("m", circuitBreaker);
       const victim = 1;
       const unhandled = countUnhandledRejections();
       const load = startCallers(cache, tenants);
@@ -393,19 +402,7 @@ for (const kind of KINDS) {
 
     // Last: it kills a master (restarted on its port, with its cluster config, it rejoins).
     it("a master killed, restarted 2.5 s later: fast misses meanwhile, hits within 0.5 s", async () => {
-      await Promise.all(cluster.nodes.map((node) => node.cli("FLUSHALL")));
-      const log = collectingLogger();
-      const settings = { clusterNodes: cluster.seeds };
-      const options = { logger: log, timeout: 1 };
-      const cache = kind === "redis"
-        ? new RedisCache({ ...options, config: new RedisConfig(settings) })
-        : new ValkeyCache({ ...options, config: new ValkeyConfig(settings) });
-      assert.equal(await cache.connect(), true);
-      const owners = await cluster.slotOwners();
-      const layout = new ClusterLayout("cache:", { tenantBuckets: 1, globalBuckets: 16 });
-      const ownerOf = (t: string) => owners[keySlot(layout.scopeRegistries(t)[0])];
-      const tenants = Array.from({ length: 60 }, (_, i) => `r${i}`);
-      for (const tenant of tenants) await cache.set("v", tenant, { companyId: tenant });
+      const { log, cache, ownerOf, tenants } = await connectedCache("r", true);
       const victim = 2;
       const deadTenant = tenants.find((t) => ownerOf(t) === victim)!;
       const unhandled = countUnhandledRejections();
