@@ -48,7 +48,7 @@ export { RedisCache } from "./src/redis.ts";
 export { ValkeyCache } from "./src/valkey.ts";
 export { MemoryCache, type MemoryCacheOptions } from "./src/memory.ts";
 export { type RedisCacheOptions, RedisProtocolCache } from "./src/provider.ts";
-export type { CircuitBreakerOptions } from "./src/provider_options.ts";
+export type { CircuitBreakerOptions, NearCacheOptions } from "./src/provider_options.ts";
 export type {
   ClientConstructor,
   ClusterClient,

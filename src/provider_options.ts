@@ -132,6 +132,58 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
    * (REDIS_CIRCUIT_BREAKER_THRESHOLD), probeInterval 0.1 (REDIS_CIRCUIT_BREAKER_PROBE_INTERVAL)}
    */
   circuitBreaker?: boolean | CircuitBreakerOptions;
+  /**
+   * The near cache: hot entries served from process memory, kept coherent by the server's
+   * invalidations (CLIENT TRACKING). `true` for the defaults, or its settings.
+   *
+   * @default {config.nearCache (CACHE_NEAR_CACHE, false)}
+   */
+  nearCache?: boolean | NearCacheOptions;
+}
+
+/**
+ * The settings of the near cache (the `nearCache` option); each defaults to the config's.
+ *
+ * @example A near cache of at most 1,000 entries
+ * ```ts
+ * import { type NearCacheOptions, RedisCache, RedisConfig } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * const nearCache: NearCacheOptions = { maxEntries: 1000, maxStaleness: 0.5 };
+ * const cache = new RedisCache({ config: new RedisConfig({ port: 6390 }), nearCache });
+ * assert.equal(cache.prefix, "cache:");
+ * ```
+ */
+export interface NearCacheOptions {
+  /**
+   * The most entries held; the least recently used go beyond it.
+   *
+   * @default {10000}
+   */
+  maxEntries?: number;
+  /**
+   * The most bytes of value JSON text held (UTF-8); the least recently used go beyond it.
+   *
+   * @default {67108864 (64 MiB)}
+   */
+  maxBytes?: number;
+  /**
+   * Seconds: the longest a value may be served after it changed on the server when the
+   * invalidation stream is cut (a dropped or hung subscriber connection).
+   *
+   * @default {1}
+   */
+  maxStaleness?: number;
+}
+
+/** The near cache's settings, resolved. */
+export interface NearCacheResolved {
+  /** The most entries held. */
+  maxEntries: number;
+  /** The most bytes of value JSON text held. */
+  maxBytes: number;
+  /** The longest a changed value may be served under faults, in milliseconds. */
+  maxStalenessMs: number;
 }
 
 /**
@@ -186,6 +238,8 @@ export interface ResolvedOptions {
   clearBatch: number;
   /** The breaker of each target, or `null` when it is off. */
   breaker: BreakerSettings | null;
+  /** The near cache's settings, or `null` when it is off. */
+  nearCache: NearCacheResolved | null;
 }
 
 /**
@@ -220,6 +274,7 @@ export function resolveOptions<Config extends RedisConfig>(
     pruneSample: nonNegativeInt("pruneSample", options.pruneSample ?? 2),
     clearBatch: positiveInt("clearBatchSize", options.clearBatchSize ?? 500),
     breaker: resolveBreaker(config, options.circuitBreaker),
+    nearCache: resolveNearCache(options.nearCache),
   };
 }
 
@@ -251,6 +306,17 @@ function resolveBreaker(
       settings.threshold ?? config.circuitBreakerThreshold,
     ),
     probeIntervalMs: Math.max(1, Math.round(probeInterval * 1000)),
+  };
+}
+
+/** STUB (a helper replaces it): the option alone, defaults, no environment yet. */
+function resolveNearCache(option: boolean | NearCacheOptions | undefined): NearCacheResolved | null {
+  if (!option) return null;
+  const settings = typeof option === "object" ? option : {};
+  return {
+    maxEntries: settings.maxEntries ?? 10_000,
+    maxBytes: settings.maxBytes ?? 64 * 1024 * 1024,
+    maxStalenessMs: Math.round((settings.maxStaleness ?? 1) * 1000),
   };
 }
 
