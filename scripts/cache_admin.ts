@@ -110,7 +110,8 @@ Administer the @core-lib/cache entries on a Redis or Valkey server.
 
 Commands:
   health                    connect and PING; print the server kind, version, address,
-                            latency and circuit breaker state (exit 1 when unreachable)
+                            latency, near cache settings and circuit breaker state
+                            (exit 1 when unreachable)
   stats                     registry members and live keys per scope (global and each tenant)
                             and in total
   clear --scope SCOPE       delete entries: --scope all | global | company --company-id ID
@@ -139,9 +140,10 @@ const COMMAND_HELP: Readonly<Record<Command, string>> = {
   health: `Usage: ${PROGRAM} health [--json]
 
 Connects, PINGs and prints the server kind and version, the address (never the password) and
-the median latency of ${PINGS} PINGs, then the circuit breaker's settings
-(REDIS_CIRCUIT_BREAKER*) and the targets it holds open. Exit 0 when healthy, 1 when
-unreachable (within REDIS_TIMEOUT seconds, default 4).
+the median latency of ${PINGS} PINGs, then the near cache settings an application reading the
+same variables gets (CACHE_NEAR_CACHE*; the command itself keeps no near cache), then the
+circuit breaker's settings (REDIS_CIRCUIT_BREAKER*) and the targets it holds open. Exit 0 when
+healthy, 1 when unreachable (within REDIS_TIMEOUT seconds, default 4).
 `,
   stats: `Usage: ${PROGRAM} stats [--json]
 
@@ -465,9 +467,12 @@ async function connectProvider(
   let missing: CacheDependencyError | undefined;
   for (const [index, { kind, config }] of candidates.entries()) {
     if (kind === "memory") throw new Error("unreachable: memory was refused above");
+    // No near cache whatever CACHE_NEAR_CACHE says: each command reads and writes the server
+    // once, so one would only add a tracking connection to a one-shot process.
+    const options = { logger, clearBatchSize, nearCache: false };
     const provider = kind === "valkey"
-      ? new ValkeyCache({ config: config as ValkeyConfig, logger, clearBatchSize })
-      : new RedisCache({ config, logger, clearBatchSize });
+      ? new ValkeyCache({ ...options, config: config as ValkeyConfig })
+      : new RedisCache({ ...options, config });
     let connected: boolean;
     try {
       connected = await provider.connect();
@@ -513,6 +518,13 @@ async function health({ provider, backend, invocation, io }: Context): Promise<n
     probeInterval: config.circuitBreakerProbeInterval,
     open: provider.stats().openCircuits,
   };
+  // What an application reading these variables gets (the CLI's own provider keeps none).
+  const nearCache = {
+    on: config.nearCache,
+    maxEntries: config.nearCacheMaxEntries,
+    maxBytes: config.nearCacheMaxBytes,
+    maxStaleness: config.nearCacheMaxStaleness,
+  };
   if (invocation.json) {
     io.stdout(json({
       ok: true,
@@ -523,6 +535,7 @@ async function health({ provider, backend, invocation, io }: Context): Promise<n
       prefix: config.prefix,
       latencyMs,
       circuitBreaker,
+      nearCache,
     }));
   } else {
     const breaker = circuitBreaker.on
@@ -531,11 +544,16 @@ async function health({ provider, backend, invocation, io }: Context): Promise<n
           circuitBreaker.open.length === 0 ? "none" : circuitBreaker.open.join(", ")
         }`
       : "off";
+    const near = nearCache.on
+      ? `on (at most ${nearCache.maxEntries} entries and ${nearCache.maxBytes} bytes, ` +
+        `max staleness ${nearCache.maxStaleness} s)`
+      : "off";
     io.stdout(
       `healthy: ${server.kind} ${server.version} at ${address(config)} ` +
         `(prefix ${JSON.stringify(config.prefix)}, client ${
           backend === "valkey" ? "iovalkey" : "ioredis"
         }); PING ${latencyMs.toFixed(3)} ms (median of ${PINGS})\n` +
+        `near cache: ${near}\n` +
         `circuit breaker: ${breaker}\n`,
     );
   }

@@ -96,6 +96,14 @@ export class RedisConfig {
   readonly circuitBreakerThreshold: number;
   /** Seconds between the PINGs that probe an open breaker's target. */
   readonly circuitBreakerProbeInterval: number;
+  /** Whether the providers keep a near cache (a provider's `nearCache` option wins). */
+  readonly nearCache: boolean;
+  /** The most entries a near cache holds. */
+  readonly nearCacheMaxEntries: number;
+  /** The most bytes of value JSON text a near cache holds. */
+  readonly nearCacheMaxBytes: number;
+  /** Seconds a near cache may serve a changed value while its invalidation stream is cut. */
+  readonly nearCacheMaxStaleness: number;
   readonly #password: string | undefined;
 
   /**
@@ -158,6 +166,13 @@ export class RedisConfig {
       "circuitBreakerProbeInterval",
       DEFAULTS.circuitBreakerProbeInterval,
     ) as number;
+    this.nearCache = pick("nearCache", DEFAULTS.nearCache) as boolean;
+    this.nearCacheMaxEntries = pick("nearCacheMaxEntries", DEFAULTS.nearCacheMaxEntries) as number;
+    this.nearCacheMaxBytes = pick("nearCacheMaxBytes", DEFAULTS.nearCacheMaxBytes) as number;
+    this.nearCacheMaxStaleness = pick(
+      "nearCacheMaxStaleness",
+      DEFAULTS.nearCacheMaxStaleness,
+    ) as number;
   }
 
   /**
@@ -189,6 +204,9 @@ export class RedisConfig {
    * `REDIS_PREFIX`, `REDIS_TLS`, `REDIS_TLS_CA`, `REDIS_MAX_VALUE_BYTES`, `REDIS_URL`, and the
    * circuit breaker's `REDIS_CIRCUIT_BREAKER` (true), `REDIS_CIRCUIT_BREAKER_THRESHOLD` (3),
    * `REDIS_CIRCUIT_BREAKER_PROBE_INTERVAL` (seconds, 0.1).
+   * The near cache's variables have no `REDIS_` prefix (`ValkeyConfig.fromEnv` reads the same
+   * ones): `CACHE_NEAR_CACHE` (false), `CACHE_NEAR_CACHE_MAX_ENTRIES` (10000),
+   * `CACHE_NEAR_CACHE_MAX_BYTES` (67108864), `CACHE_NEAR_CACHE_MAX_STALENESS` (seconds, 1).
    * Cluster mode: `REDIS_CLUSTER_NODES` (comma-separated `host:port` seeds; setting it selects
    * cluster mode), `REDIS_CLUSTER_TENANT_BUCKETS` (1), `REDIS_CLUSTER_GLOBAL_BUCKETS` (16).
    *
@@ -201,11 +219,14 @@ export class RedisConfig {
    *   REDIS_URL: "redis://cache.internal:6380/1",
    *   REDIS_PORT: "6381 # replica",
    *   REDIS_CACHE_TTL: "none",
+   *   CACHE_NEAR_CACHE: "yes",
    * });
    * assert.equal(config.host, "cache.internal");
    * assert.equal(config.port, 6381);
    * assert.equal(config.db, 1);
    * assert.equal(config.ttl, null);
+   * assert.equal(config.nearCache, true);
+   * assert.equal(config.nearCacheMaxEntries, 10000);
    * ```
    *
    * @param env The variables to read; defaults to the process environment.
@@ -259,6 +280,10 @@ export class RedisConfig {
       circuitBreaker: this.circuitBreaker,
       circuitBreakerThreshold: this.circuitBreakerThreshold,
       circuitBreakerProbeInterval: this.circuitBreakerProbeInterval,
+      nearCache: this.nearCache,
+      nearCacheMaxEntries: this.nearCacheMaxEntries,
+      nearCacheMaxBytes: this.nearCacheMaxBytes,
+      nearCacheMaxStaleness: this.nearCacheMaxStaleness,
     };
   }
 
@@ -361,7 +386,8 @@ export class ValkeyConfig extends RedisConfig {
   /**
    * Reads the config from the environment. For each field the lookup order is `VALKEY_<X>`, then
    * `VALKEY_URL`'s part, then `REDIS_<X>`, then `REDIS_URL`'s part, then the default; parsing
-   * follows `RedisConfig.fromEnv`, and errors name the variable actually read. A URL describes
+   * follows `RedisConfig.fromEnv`, and errors name the variable actually read. The near cache's
+   * `CACHE_NEAR_CACHE*` variables have no prefix: the same ones as `RedisConfig.fromEnv` reads. A URL describes
    * its whole endpoint: host, port, db, user, password and TLS come from it (port 6379 and db 0
    * when it omits them) unless the same prefix's explicit variable is set.
    *

@@ -2,7 +2,8 @@
  * Reading settings from the environment: `REDIS_*` / `VALKEY_*` variables (integers and numbers
  * with a trailing `# comment`, booleans as words, `none` TTLs), connection URLs
  * (`REDIS_URL`, `rediss://`, percent-decoded credentials), the `VALKEY_*` -> `REDIS_*` fallback,
- * and the backend selection (`CACHE_BACKEND`, `ENABLE_CACHE`, `hasValkeyEnv`). It turns strings
+ * the near cache's `CACHE_NEAR_CACHE*` variables (unprefixed, the same for both backends), and
+ * the backend selection (`CACHE_BACKEND`, `ENABLE_CACHE`, `hasValkeyEnv`). It turns strings
  * into typed option values and leaves the defaults to the config classes (src/config.ts), so an
  * option given in code and one read from a variable go through the same checks
  * (src/config_fields.ts).
@@ -44,8 +45,27 @@ export const URL_FIELDS: ReadonlySet<FieldName> = new Set<FieldName>([
   "tls",
 ]);
 
-/** Environment variable suffix of each field (`REDIS_<suffix>`, `VALKEY_<suffix>`). */
-const ENV_SUFFIX: Readonly<Record<FieldName, string>> = {
+/**
+ * The fields read from one variable without a `REDIS_` / `VALKEY_` prefix: a setting of the
+ * process rather than of one server, so `RedisConfig.fromEnv` and `ValkeyConfig.fromEnv` read
+ * the same variable.
+ */
+type SharedField =
+  | "nearCache"
+  | "nearCacheMaxEntries"
+  | "nearCacheMaxBytes"
+  | "nearCacheMaxStaleness";
+
+/** Environment variable of each shared field. */
+const SHARED_ENV: Readonly<Record<SharedField, string>> = {
+  nearCache: "CACHE_NEAR_CACHE",
+  nearCacheMaxEntries: "CACHE_NEAR_CACHE_MAX_ENTRIES",
+  nearCacheMaxBytes: "CACHE_NEAR_CACHE_MAX_BYTES",
+  nearCacheMaxStaleness: "CACHE_NEAR_CACHE_MAX_STALENESS",
+};
+
+/** Environment variable suffix of each other field (`REDIS_<suffix>`, `VALKEY_<suffix>`). */
+const ENV_SUFFIX: Readonly<Record<Exclude<FieldName, SharedField>, string>> = {
   host: "HOST",
   port: "PORT",
   db: "DB",
@@ -67,7 +87,9 @@ const ENV_SUFFIX: Readonly<Record<FieldName, string>> = {
   circuitBreakerProbeInterval: "CIRCUIT_BREAKER_PROBE_INTERVAL",
 };
 
-const FIELDS = Object.keys(ENV_SUFFIX) as FieldName[];
+/** The fields read from `<prefix>_<suffix>` variables. */
+const FIELDS = Object.keys(ENV_SUFFIX) as Exclude<FieldName, SharedField>[];
+const SHARED_FIELDS = Object.keys(SHARED_ENV) as SharedField[];
 
 const URL_SCHEMES: Readonly<Record<string, boolean>> = {
   "redis:": false,
@@ -125,13 +147,16 @@ function parseEnvField(field: FieldName, name: string, raw: string): unknown {
     case "db":
     case "maxConnections":
     case "maxValueBytes":
-    case "circuitBreakerThreshold": {
+    case "circuitBreakerThreshold":
+    case "nearCacheMaxEntries":
+    case "nearCacheMaxBytes": {
       const text = stripComment(raw);
       const value = INTEGER.test(text) ? Number(text.replaceAll("_", "")) : NaN;
       return checkField(field, value, name, shown);
     }
     case "timeout":
-    case "circuitBreakerProbeInterval": {
+    case "circuitBreakerProbeInterval":
+    case "nearCacheMaxStaleness": {
       const text = stripComment(raw);
       const value = NUMBER.test(text) ? Number(text.replaceAll("_", "")) : NaN;
       return checkField(field, value, name, shown);
@@ -153,7 +178,8 @@ function parseEnvField(field: FieldName, name: string, raw: string): unknown {
     }
     case "retryOnTimeout":
     case "tls":
-    case "circuitBreaker": {
+    case "circuitBreaker":
+    case "nearCache": {
       const value = parseBooleanWord(raw);
       if (value === undefined) throw invalid(name, shown, BOOLEAN_FORM);
       return value;
@@ -161,17 +187,26 @@ function parseEnvField(field: FieldName, name: string, raw: string): unknown {
   }
 }
 
-/** Wraps `parseEnvField` so integer errors also explain the accepted comment syntax. */
+/** The number fields whose errors also explain the accepted comment syntax. */
+const NUMBER_FIELDS: ReadonlySet<FieldName> = new Set<FieldName>([
+  "port",
+  "db",
+  "maxConnections",
+  "maxValueBytes",
+  "timeout",
+  "circuitBreakerThreshold",
+  "circuitBreakerProbeInterval",
+  "nearCacheMaxEntries",
+  "nearCacheMaxBytes",
+  "nearCacheMaxStaleness",
+]);
+
+/** Wraps `parseEnvField` so number errors also explain the accepted comment syntax. */
 function readEnvField(field: FieldName, name: string, raw: string): unknown {
   try {
     return parseEnvField(field, name, raw);
   } catch (error) {
-    if (
-      error instanceof CacheConfigError &&
-      (field === "port" || field === "db" || field === "maxConnections" ||
-        field === "maxValueBytes" || field === "timeout" || field === "circuitBreakerThreshold" ||
-        field === "circuitBreakerProbeInterval")
-    ) {
+    if (error instanceof CacheConfigError && NUMBER_FIELDS.has(field)) {
       throw new CacheConfigError(`${error.message.slice(0, -1)} (${COMMENT_NOTE}).`);
     }
     throw error;
@@ -237,8 +272,9 @@ export function parseConnectionUrl(raw: unknown, label: string): UrlParts {
 
 /**
  * Resolves every field from the environment. For each field, the lookup order is
- * `<P>_<X>`, then `<P>_URL`'s part, for each prefix `P` in turn; unset fields stay `undefined`
- * (the constructor fills the defaults).
+ * `<P>_<X>`, then `<P>_URL`'s part, for each prefix `P` in turn; the near cache's fields come
+ * from their one unprefixed `CACHE_NEAR_CACHE*` variable whatever the prefixes. Unset fields
+ * stay `undefined` (the constructor fills the defaults).
  */
 export function resolveEnv(env: EnvRecord, prefixes: readonly string[]): RedisConfigOptions {
   const urls = new Map<string, UrlParts | null>();
@@ -269,6 +305,11 @@ export function resolveEnv(env: EnvRecord, prefixes: readonly string[]): RedisCo
         }
       }
     }
+  }
+  for (const field of SHARED_FIELDS) {
+    const name = SHARED_ENV[field];
+    const raw = env[name];
+    if (raw !== undefined && raw !== "") options[field] = readEnvField(field, name, raw);
   }
   return options as RedisConfigOptions;
 }

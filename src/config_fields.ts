@@ -162,6 +162,36 @@ export interface RedisConfigOptions {
    */
   circuitBreakerProbeInterval?: number;
   /**
+   * Whether the providers keep a near cache: hot entries served from process memory, kept
+   * coherent by the server's invalidations (CLIENT TRACKING). A provider's `nearCache` option
+   * wins over it. Read from `CACHE_NEAR_CACHE` (no `REDIS_` / `VALKEY_` prefix).
+   *
+   * @default {false}
+   */
+  nearCache?: boolean;
+  /**
+   * The most entries a near cache holds (an integer >= 1); the least recently used go beyond it.
+   * Read from `CACHE_NEAR_CACHE_MAX_ENTRIES`.
+   *
+   * @default {10000}
+   */
+  nearCacheMaxEntries?: number;
+  /**
+   * The most bytes of value JSON text (UTF-8) a near cache holds (an integer >= 1); the least
+   * recently used go beyond it. Read from `CACHE_NEAR_CACHE_MAX_BYTES`.
+   *
+   * @default {67108864 (64 MiB)}
+   */
+  nearCacheMaxBytes?: number;
+  /**
+   * Seconds (above 0, at most 60): the longest a near cache may serve a value after it changed
+   * on the server when its invalidation stream is cut (a dropped or hung subscriber connection).
+   * Read from `CACHE_NEAR_CACHE_MAX_STALENESS`.
+   *
+   * @default {1}
+   */
+  nearCacheMaxStaleness?: number;
+  /**
    * Connection URL, `redis://[user[:password]@]host[:port][/db]`; `rediss://` means TLS
    * (`valkey://` and `valkeys://` are accepted as aliases). User and password are
    * percent-decoded. The URL defines host, port (6379 when absent), db (0 when absent), username,
@@ -189,6 +219,10 @@ export const DEFAULTS = {
   circuitBreaker: true,
   circuitBreakerThreshold: 3,
   circuitBreakerProbeInterval: 0.1,
+  nearCache: false,
+  nearCacheMaxEntries: 10_000,
+  nearCacheMaxBytes: 64 * 1024 * 1024,
+  nearCacheMaxStaleness: 1,
 } as const;
 
 /** The config fields (every option except `url`). */
@@ -217,6 +251,10 @@ export const EXPECTED: Readonly<Record<FieldName, string>> = {
   circuitBreaker: "a boolean",
   circuitBreakerThreshold: "an integer >= 1",
   circuitBreakerProbeInterval: "a number of seconds above 0 and at most 60 (e.g. 0.1)",
+  nearCache: "a boolean",
+  nearCacheMaxEntries: "an integer >= 1 (entries)",
+  nearCacheMaxBytes: "an integer >= 1 (bytes)",
+  nearCacheMaxStaleness: "a number of seconds above 0 and at most 60 (e.g. 1)",
 };
 
 /** The one shape of every "Invalid ..." error: what, the value got, the form accepted. */
@@ -282,9 +320,12 @@ export function checkField(
     case "maxConnections":
     case "maxValueBytes":
     case "circuitBreakerThreshold":
+    case "nearCacheMaxEntries":
+    case "nearCacheMaxBytes":
       if (!Number.isSafeInteger(value) || (value as number) < 1) throw fail();
       return value;
     case "circuitBreakerProbeInterval":
+    case "nearCacheMaxStaleness":
       if (typeof value !== "number" || !(value > 0 && value <= 60)) throw fail();
       return value;
     case "timeout":
@@ -303,6 +344,7 @@ export function checkField(
     case "retryOnTimeout":
     case "tls":
     case "circuitBreaker":
+    case "nearCache":
       if (typeof value !== "boolean") throw fail();
       return value;
   }

@@ -10,7 +10,7 @@ import { type BackendName, readBackendSettings, RedisConfig, ValkeyConfig } from
 import { CacheDependencyError, CacheInputError } from "./errors.ts";
 import { inputList } from "./batch.ts";
 import { type CacheLogger, FaultLog } from "./log.ts";
-import type { CircuitBreakerOptions } from "./provider_options.ts";
+import type { CircuitBreakerOptions, NearCacheOptions } from "./provider_options.ts";
 import { MemoryCache } from "./memory.ts";
 import { RedisCache } from "./redis.ts";
 import { type EnvRecord, readEnv } from "./runtime.ts";
@@ -100,6 +100,15 @@ export interface SetCacheOptions {
    * @default {config.circuitBreaker (REDIS_CIRCUIT_BREAKER, true)}
    */
   circuitBreaker?: boolean | CircuitBreakerOptions;
+  /**
+   * The near cache of the Redis or Valkey provider (hot entries served from process memory, kept
+   * coherent by the server): see `RedisCacheOptions.nearCache`. `true` or `{ maxEntries?,
+   * maxBytes?, maxStaleness? }` turns it on, `false` off, whatever `CACHE_NEAR_CACHE` says.
+   * `MemoryCache` already serves from process memory: it accepts the option and ignores it.
+   *
+   * @default {config.nearCache (CACHE_NEAR_CACHE, false)}
+   */
+  nearCache?: boolean | NearCacheOptions;
 }
 
 let current: CacheBackend | null = null;
@@ -113,7 +122,7 @@ const facadeLog = new FaultLog();
 
 /**
  * Installs the process's cache. With no argument, reads the environment (`CACHE_BACKEND`,
- * `ENABLE_CACHE`, `REDIS_*`, `VALKEY_*`). Connects, pings and loads the Lua scripts.
+ * `ENABLE_CACHE`, `REDIS_*`, `VALKEY_*`, `CACHE_NEAR_CACHE*`). Connects, pings and loads the Lua scripts.
  *
  * Resolves `true` when the cache is usable; `false` when caching is disabled
  * (`ENABLE_CACHE=false`) or the server cannot be reached (logged once; the client keeps
@@ -211,8 +220,11 @@ function createBackend(
     logger: options.logger,
     onEvent: options.onEvent,
     circuitBreaker: options.circuitBreaker,
+    nearCache: options.nearCache,
   };
   if (kind === "memory") {
+    // No circuitBreaker or nearCache here: an in-process store has no server to guard or to
+    // save round trips to, so the options are accepted and ignored.
     const config = RedisConfig.fromEnv(env);
     return new MemoryCache({
       ttl: options.ttl === undefined ? config.ttl : options.ttl,

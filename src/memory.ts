@@ -17,6 +17,7 @@ import {
 import { type CacheLogger, FaultLog } from "./log.ts";
 import { allGenerationKey, registryGenerationKey, StandaloneLayout } from "./layout.ts";
 import { GetOrSetRunner, type GetOrSetStore } from "./get_or_set.ts";
+import type { NearCacheOptions } from "./provider_options.ts";
 import { type CacheEventListener, type CacheStats, type Histogram, Metrics } from "./stats.ts";
 import { requireTags, tagIndexKey, tagSetKey, validateTags } from "./tags.ts";
 import type {
@@ -99,6 +100,14 @@ export interface MemoryCacheOptions {
    * @default {undefined}
    */
   onEvent?: CacheEventListener;
+  /**
+   * Accepted for parity with `RedisCacheOptions.nearCache` and ignored: every entry of a
+   * `MemoryCache` already lives in process memory, so there is no server round trip to save and
+   * nothing to keep coherent. Code can pass the same options to every provider.
+   *
+   * @default {undefined (ignored)}
+   */
+  nearCache?: boolean | NearCacheOptions;
 }
 
 interface Lock {

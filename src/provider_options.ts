@@ -134,7 +134,9 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
   circuitBreaker?: boolean | CircuitBreakerOptions;
   /**
    * The near cache: hot entries served from process memory, kept coherent by the server's
-   * invalidations (CLIENT TRACKING). `true` for the defaults, or its settings.
+   * invalidations (CLIENT TRACKING). `true` or `{}` turns it on with the config's settings, an
+   * object with some settings overrides those; `false` turns it off even when the config has it
+   * on. A malformed value is a `CacheInputError` from the constructor.
    *
    * @default {config.nearCache (CACHE_NEAR_CACHE, false)}
    */
@@ -156,22 +158,23 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
  */
 export interface NearCacheOptions {
   /**
-   * The most entries held; the least recently used go beyond it.
+   * The most entries held (a whole number >= 1); the least recently used go beyond it.
    *
-   * @default {10000}
+   * @default {config.nearCacheMaxEntries (CACHE_NEAR_CACHE_MAX_ENTRIES, 10000)}
    */
   maxEntries?: number;
   /**
-   * The most bytes of value JSON text held (UTF-8); the least recently used go beyond it.
+   * The most bytes of value JSON text held (UTF-8; a whole number >= 1); the least recently used
+   * go beyond it.
    *
-   * @default {67108864 (64 MiB)}
+   * @default {config.nearCacheMaxBytes (CACHE_NEAR_CACHE_MAX_BYTES, 67108864 = 64 MiB)}
    */
   maxBytes?: number;
   /**
    * Seconds: the longest a value may be served after it changed on the server when the
-   * invalidation stream is cut (a dropped or hung subscriber connection).
+   * invalidation stream is cut (a dropped or hung subscriber connection); above 0, at most 60.
    *
-   * @default {1}
+   * @default {config.nearCacheMaxStaleness (CACHE_NEAR_CACHE_MAX_STALENESS, 1)}
    */
   maxStaleness?: number;
 }
@@ -274,7 +277,7 @@ export function resolveOptions<Config extends RedisConfig>(
     pruneSample: nonNegativeInt("pruneSample", options.pruneSample ?? 2),
     clearBatch: positiveInt("clearBatchSize", options.clearBatchSize ?? 500),
     breaker: resolveBreaker(config, options.circuitBreaker),
-    nearCache: resolveNearCache(options.nearCache),
+    nearCache: resolveNearCache(config, options.nearCache),
   };
 }
 
@@ -309,15 +312,77 @@ function resolveBreaker(
   };
 }
 
-/** STUB (a helper replaces it): the option alone, defaults, no environment yet. */
-function resolveNearCache(option: boolean | NearCacheOptions | undefined): NearCacheResolved | null {
-  if (!option) return null;
-  const settings = typeof option === "object" ? option : {};
+/**
+ * Resolves the `nearCache` option against the config: the option wins; `true` or an object turns
+ * the near cache on, taking the config's value for each setting the object leaves out; `false`
+ * turns it off whatever the config says; `undefined` follows `config.nearCache`
+ * (`CACHE_NEAR_CACHE`). The config's settings were checked when it was built; the option's are
+ * checked here.
+ *
+ * @param config The provider's config.
+ * @param option The `nearCache` option as given.
+ * @returns The settings, or `null` when the near cache is off.
+ * @throws {CacheInputError} When the option or one of its settings is malformed (the message
+ * names it).
+ */
+export function resolveNearCache(
+  config: RedisConfig,
+  option: boolean | NearCacheOptions | undefined,
+): NearCacheResolved | null {
+  if (
+    option !== undefined && typeof option !== "boolean" && (typeof option !== "object" ||
+      option === null || Array.isArray(option))
+  ) {
+    throw new CacheInputError(
+      `Invalid nearCache ${show(option)}: pass true, false or ` +
+        "{ maxEntries?, maxBytes?, maxStaleness? }",
+    );
+  }
+  if (option === false || (option === undefined && !config.nearCache)) return null;
+  const settings: NearCacheOptions = typeof option === "object" ? option : {};
+  const maxStaleness = settings.maxStaleness === undefined
+    ? config.nearCacheMaxStaleness
+    : settings.maxStaleness;
+  if (typeof maxStaleness !== "number" || !(maxStaleness > 0 && maxStaleness <= 60)) {
+    throw new CacheInputError(
+      `Invalid nearCache.maxStaleness ${show(maxStaleness)}: pass a number of seconds above 0 ` +
+        "and at most 60 (default 1)",
+    );
+  }
   return {
-    maxEntries: settings.maxEntries ?? 10_000,
-    maxBytes: settings.maxBytes ?? 64 * 1024 * 1024,
-    maxStalenessMs: Math.round((settings.maxStaleness ?? 1) * 1000),
+    maxEntries: nearCacheInt(
+      "maxEntries",
+      settings.maxEntries === undefined ? config.nearCacheMaxEntries : settings.maxEntries,
+      "10000",
+    ),
+    maxBytes: nearCacheInt(
+      "maxBytes",
+      settings.maxBytes === undefined ? config.nearCacheMaxBytes : settings.maxBytes,
+      "67108864, 64 MiB",
+    ),
+    maxStalenessMs: Math.max(1, Math.round(maxStaleness * 1000)),
   };
+}
+
+/** Checks a whole-number setting of the near cache; `fallback` is its default, for the message. */
+function nearCacheInt(setting: string, value: unknown, fallback: string): number {
+  if (!Number.isSafeInteger(value) || (value as number) < 1) {
+    throw new CacheInputError(
+      `Invalid nearCache.${setting} ${show(value)}: pass a whole number of at least 1 ` +
+        `(default ${fallback})`,
+    );
+  }
+  return value as number;
+}
+
+/** An option value as a message shows it: strings quoted, so `"100"` reads as a string. */
+function show(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (Array.isArray(value)) return "(an array)";
+  if (typeof value === "function" || (typeof value === "object" && value !== null)) {
+    return `(a value of type ${typeof value})`;
+  }
+  return String(value);
 }
 
 function checkName(name: unknown): string {

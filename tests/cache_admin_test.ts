@@ -243,6 +243,25 @@ for (const kind of KINDS) {
         run.stdout,
         /\ncircuit breaker: on \(.*3 connection faults.*0\.1 s\); open for: none\n$/,
       );
+      assert.deepEqual(report.nearCache, {
+        on: false,
+        maxEntries: 10000,
+        maxBytes: 67108864,
+        maxStaleness: 1,
+      });
+      assert.match(run.stdout, /\nnear cache: off\n/);
+
+      const near = await admin(["health"], {
+        ...serverEnv(server),
+        CACHE_NEAR_CACHE: "on",
+        CACHE_NEAR_CACHE_MAX_ENTRIES: "500 # hot keys",
+        CACHE_NEAR_CACHE_MAX_STALENESS: "0.5",
+      });
+      assert.equal(near.code, 0, show(near));
+      assert.match(
+        near.stdout,
+        /\nnear cache: on \(at most 500 entries and 67108864 bytes, max staleness 0\.5 s\)\n/,
+      );
 
       const off = await admin(["health"], {
         ...serverEnv(server),

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { type AddressInfo, createServer } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { inspect } from "node:util";
 import { backendCandidates } from "../src/backend_choice.ts";
@@ -10,12 +11,15 @@ import {
   urlHost,
   ValkeyConfig,
 } from "../src/config.ts";
-import { CacheConfigError } from "../src/errors.ts";
+import { CacheConfigError, CacheInputError } from "../src/errors.ts";
+import { cacheGet, cacheSet, closeCache, setCache } from "../src/facade.ts";
 import { entryKey, hashInput } from "../src/keys.ts";
+import { MemoryCache } from "../src/memory.ts";
+import { type NearCacheOptions, resolveNearCache } from "../src/provider_options.ts";
 import { RedisCache } from "../src/redis.ts";
 import type { EnvRecord } from "../src/runtime.ts";
 import { ValkeyCache } from "../src/valkey.ts";
-import { collectingLogger, hasIpv6Loopback, KINDS } from "./_helpers.ts";
+import { collectingLogger, hasIpv6Loopback, KINDS, sleep } from "./_helpers.ts";
 import { freePort, startServer, type TestServer } from "./harness.ts";
 
 /** `Deno.inspect` on Deno; under Node (the npm build's run) only `util.inspect` is checked. */
@@ -40,6 +44,10 @@ const DEFAULTS = {
   circuitBreaker: true,
   circuitBreakerThreshold: 3,
   circuitBreakerProbeInterval: 0.1,
+  nearCache: false,
+  nearCacheMaxEntries: 10_000,
+  nearCacheMaxBytes: 64 * 1024 * 1024,
+  nearCacheMaxStaleness: 1,
 };
 
 /** Every field of a config, password included (read through the getter). */
@@ -61,6 +69,10 @@ function fields(config: RedisConfig): Record<string, unknown> {
     circuitBreaker: config.circuitBreaker,
     circuitBreakerThreshold: config.circuitBreakerThreshold,
     circuitBreakerProbeInterval: config.circuitBreakerProbeInterval,
+    nearCache: config.nearCache,
+    nearCacheMaxEntries: config.nearCacheMaxEntries,
+    nearCacheMaxBytes: config.nearCacheMaxBytes,
+    nearCacheMaxStaleness: config.nearCacheMaxStaleness,
   };
 }
 
@@ -126,6 +138,77 @@ const MALFORMED: Record<string, string[]> = {
   CIRCUIT_BREAKER_PROBE_INTERVAL: ["abc", "0", "-1", "61", "100ms"],
 };
 
+/**
+ * The near cache's variables: one name each, without a REDIS_ / VALKEY_ prefix, read alike by
+ * RedisConfig.fromEnv and ValkeyConfig.fromEnv.
+ */
+const NEAR_CACHE_VARIABLES: {
+  name: string;
+  field: keyof typeof DEFAULTS;
+  raw: string;
+  value: unknown;
+  malformed: string[];
+}[] = [
+  {
+    name: "CACHE_NEAR_CACHE",
+    field: "nearCache",
+    raw: "Yes # hot reads",
+    value: true,
+    malformed: ["maybe", "2", "enabled"],
+  },
+  {
+    name: "CACHE_NEAR_CACHE_MAX_ENTRIES",
+    field: "nearCacheMaxEntries",
+    raw: "500 # hot keys",
+    value: 500,
+    malformed: ["abc", "0", "-1", "1.5", "10k", "1e3", "# only a comment"],
+  },
+  {
+    name: "CACHE_NEAR_CACHE_MAX_BYTES",
+    field: "nearCacheMaxBytes",
+    raw: " 1_048_576 ",
+    value: 1048576,
+    malformed: ["abc", "0", "-5", "2.5", "64MiB"],
+  },
+  {
+    name: "CACHE_NEAR_CACHE_MAX_STALENESS",
+    field: "nearCacheMaxStaleness",
+    raw: "0.25 # seconds",
+    value: 0.25,
+    malformed: ["abc", "0", "-1", "60.5", "1s", "NaN", "inf"],
+  },
+];
+
+/** A test value in a test name: strings quoted, numbers as written (`NaN`, `Infinity`). */
+function showValue(value: unknown): string {
+  return typeof value === "string" || Array.isArray(value) ? JSON.stringify(value) : String(value);
+}
+
+/**
+ * A TCP listener on 127.0.0.1 that counts (and drops) the connections it accepts: a provider
+ * pointed at it proves that a refused option sent nothing.
+ */
+async function countingListener(): Promise<
+  { readonly port: number; readonly accepted: number } & AsyncDisposable
+> {
+  let accepted = 0;
+  const server = createServer((socket) => {
+    accepted++;
+    socket.destroy();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    get accepted() {
+      return accepted;
+    },
+    [Symbol.asyncDispose]: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
 function assertConfigError(fn: () => unknown, ...fragments: string[]): CacheConfigError {
   let caught: unknown;
   try {
@@ -166,6 +249,7 @@ describe("RedisConfig defaults", () => {
       env[`REDIS_${suffix}`] = "";
       env[`VALKEY_${suffix}`] = "";
     }
+    for (const { name } of NEAR_CACHE_VARIABLES) env[name] = "";
     assert.deepEqual(fields(RedisConfig.fromEnv(env)), DEFAULTS);
     assert.deepEqual(fields(ValkeyConfig.fromEnv(env)), DEFAULTS);
   });
@@ -194,6 +278,10 @@ describe("RedisConfig options", () => {
       circuitBreaker: false,
       circuitBreakerThreshold: 9,
       circuitBreakerProbeInterval: 0.5,
+      nearCache: true,
+      nearCacheMaxEntries: 100,
+      nearCacheMaxBytes: 4096,
+      nearCacheMaxStaleness: 0.25,
     };
     assert.deepEqual(fields(new RedisConfig(options)), options);
   });
@@ -247,6 +335,18 @@ describe("RedisConfig options", () => {
     ["maxValueBytes", 0],
     ["maxValueBytes", 1.5],
     ["maxValueBytes", "1024"],
+    ["nearCache", "true"],
+    ["nearCache", 1],
+    ["nearCacheMaxEntries", 0],
+    ["nearCacheMaxEntries", 2.5],
+    ["nearCacheMaxEntries", "100"],
+    ["nearCacheMaxBytes", 0],
+    ["nearCacheMaxBytes", -1],
+    ["nearCacheMaxBytes", Infinity],
+    ["nearCacheMaxStaleness", 0],
+    ["nearCacheMaxStaleness", 60.5],
+    ["nearCacheMaxStaleness", NaN],
+    ["nearCacheMaxStaleness", "1"],
   ];
   for (const [option, value] of bad) {
     it(`rejects ${option} = ${String(value)} naming the option`, () => {
@@ -378,6 +478,8 @@ describe("booleans from the environment", () => {
       assert.equal(RedisConfig.fromEnv({ REDIS_TLS: raw }).tls, value);
       assert.equal(RedisConfig.fromEnv({ REDIS_RETRY_ON_TIMEOUT: raw }).retryOnTimeout, value);
       assert.equal(ValkeyConfig.fromEnv({ VALKEY_TLS: raw }).tls, value);
+      assert.equal(RedisConfig.fromEnv({ CACHE_NEAR_CACHE: raw }).nearCache, value);
+      assert.equal(ValkeyConfig.fromEnv({ CACHE_NEAR_CACHE: raw }).nearCache, value);
       assert.equal(readBackendSettings({ ENABLE_CACHE: raw }).enabled, value);
     });
   }
@@ -661,6 +763,283 @@ describe("ValkeyConfig.fromEnv", () => {
   });
 });
 
+describe("the near cache's CACHE_NEAR_CACHE* variables", () => {
+  for (const { name, field, raw, value } of NEAR_CACHE_VARIABLES) {
+    it(`RedisConfig.fromEnv and ValkeyConfig.fromEnv both read ${name}`, () => {
+      assert.deepEqual(fields(RedisConfig.fromEnv({ [name]: raw })), {
+        ...DEFAULTS,
+        [field]: value,
+      });
+      const valkey = ValkeyConfig.fromEnv({ [name]: raw });
+      assert.ok(valkey instanceof ValkeyConfig);
+      assert.deepEqual(fields(valkey), { ...DEFAULTS, [field]: value });
+    });
+  }
+
+  it("reads all four together, and the defaults when none is set", () => {
+    const env = Object.fromEntries(NEAR_CACHE_VARIABLES.map(({ name, raw }) => [name, raw]));
+    const expected = Object.fromEntries(
+      NEAR_CACHE_VARIABLES.map(({ field, value }) => [field, value]),
+    );
+    for (const read of [RedisConfig.fromEnv, ValkeyConfig.fromEnv]) {
+      assert.deepEqual(fields(read(env)), { ...DEFAULTS, ...expected });
+      const config = read({});
+      assert.equal(config.nearCache, false);
+      assert.equal(config.nearCacheMaxEntries, 10000);
+      assert.equal(config.nearCacheMaxBytes, 67108864);
+      assert.equal(config.nearCacheMaxStaleness, 1);
+    }
+    assert.deepEqual(
+      JSON.parse(JSON.stringify(RedisConfig.fromEnv(env))),
+      JSON.parse(JSON.stringify(new RedisConfig(expected))),
+    );
+  });
+
+  it("has no REDIS_ / VALKEY_ twin, and does not make auto pick Valkey", () => {
+    const env: EnvRecord = {};
+    for (const { name, raw } of NEAR_CACHE_VARIABLES) {
+      const suffix = name.replace(/^CACHE_/, "");
+      env[`REDIS_${suffix}`] = raw;
+      env[`VALKEY_${suffix}`] = raw;
+      env[`REDIS_${name}`] = raw;
+      env[`VALKEY_${name}`] = raw;
+    }
+    assert.deepEqual(fields(RedisConfig.fromEnv(env)), DEFAULTS);
+    assert.deepEqual(fields(ValkeyConfig.fromEnv(env)), DEFAULTS);
+    assert.equal(hasValkeyEnv({ CACHE_NEAR_CACHE: "true" }), false);
+    assert.deepEqual(
+      backendCandidates({ CACHE_NEAR_CACHE: "true" }).map(({ kind, config }) => [
+        kind,
+        config.nearCache,
+      ]),
+      [["redis", true], ["valkey", true]],
+    );
+  });
+
+  for (const { name, malformed } of NEAR_CACHE_VARIABLES) {
+    for (const raw of malformed) {
+      it(`${name}=${JSON.stringify(raw)} throws naming ${name}, for Redis and Valkey`, () => {
+        for (const read of [RedisConfig.fromEnv, ValkeyConfig.fromEnv]) {
+          const error = assertConfigError(() => read({ [name]: raw }), name, "expected");
+          assert.ok(error.message.includes(JSON.stringify(raw)), "the message shows the value");
+        }
+      });
+    }
+  }
+
+  it("errors say what to write", () => {
+    assertConfigError(
+      () => RedisConfig.fromEnv({ CACHE_NEAR_CACHE: "maybe" }),
+      "CACHE_NEAR_CACHE",
+      "true/false",
+      "yes/no",
+    );
+    assertConfigError(
+      () => RedisConfig.fromEnv({ CACHE_NEAR_CACHE_MAX_ENTRIES: "ten" }),
+      "CACHE_NEAR_CACHE_MAX_ENTRIES",
+      "integer >= 1",
+      "# comment",
+    );
+    assertConfigError(
+      () => ValkeyConfig.fromEnv({ CACHE_NEAR_CACHE_MAX_BYTES: "64MiB" }),
+      "CACHE_NEAR_CACHE_MAX_BYTES",
+      "integer >= 1",
+      "# comment",
+    );
+    assertConfigError(
+      () => RedisConfig.fromEnv({ CACHE_NEAR_CACHE_MAX_STALENESS: "61" }),
+      "CACHE_NEAR_CACHE_MAX_STALENESS",
+      "above 0 and at most 60",
+      "# comment",
+    );
+  });
+
+  it("a malformed setting is refused even while CACHE_NEAR_CACHE is off", () => {
+    assertConfigError(
+      () => RedisConfig.fromEnv({ CACHE_NEAR_CACHE: "false", CACHE_NEAR_CACHE_MAX_ENTRIES: "0" }),
+      "CACHE_NEAR_CACHE_MAX_ENTRIES",
+    );
+  });
+
+  it("reads 60 seconds, the longest staleness", () => {
+    assert.equal(
+      RedisConfig.fromEnv({ CACHE_NEAR_CACHE_MAX_STALENESS: "60" }).nearCacheMaxStaleness,
+      60,
+    );
+  });
+});
+
+describe("resolveNearCache (the nearCache option against the config)", () => {
+  const OFF = new RedisConfig();
+  const ON = new RedisConfig({ nearCache: true });
+  const DEFAULT_SETTINGS = { maxEntries: 10000, maxBytes: 67108864, maxStalenessMs: 1000 };
+
+  it("undefined follows the config: off by default, the config's settings when on", () => {
+    assert.equal(resolveNearCache(OFF, undefined), null);
+    assert.deepEqual(resolveNearCache(ON, undefined), DEFAULT_SETTINGS);
+    const env = RedisConfig.fromEnv({
+      CACHE_NEAR_CACHE: "on",
+      CACHE_NEAR_CACHE_MAX_ENTRIES: "50",
+      CACHE_NEAR_CACHE_MAX_BYTES: "2048",
+      CACHE_NEAR_CACHE_MAX_STALENESS: "0.5",
+    });
+    assert.deepEqual(resolveNearCache(env, undefined), {
+      maxEntries: 50,
+      maxBytes: 2048,
+      maxStalenessMs: 500,
+    });
+  });
+
+  it("true or {} turns it on with the config's settings", () => {
+    assert.deepEqual(resolveNearCache(OFF, true), DEFAULT_SETTINGS);
+    assert.deepEqual(resolveNearCache(OFF, {}), DEFAULT_SETTINGS);
+    const config = new RedisConfig({ nearCacheMaxEntries: 7, nearCacheMaxStaleness: 2 });
+    assert.deepEqual(resolveNearCache(config, true), {
+      maxEntries: 7,
+      maxBytes: 67108864,
+      maxStalenessMs: 2000,
+    });
+  });
+
+  it("an object's settings win over the config's, the rest come from the config", () => {
+    const config = new RedisConfig({ nearCacheMaxEntries: 7, nearCacheMaxBytes: 4096 });
+    assert.deepEqual(resolveNearCache(config, { maxEntries: 3 }), {
+      maxEntries: 3,
+      maxBytes: 4096,
+      maxStalenessMs: 1000,
+    });
+    assert.deepEqual(
+      resolveNearCache(config, { maxEntries: 1, maxBytes: 1, maxStaleness: 60 }),
+      { maxEntries: 1, maxBytes: 1, maxStalenessMs: 60000 },
+    );
+    assert.deepEqual(resolveNearCache(OFF, { maxStaleness: 0.25 }), {
+      ...DEFAULT_SETTINGS,
+      maxStalenessMs: 250,
+    });
+  });
+
+  it("false turns it off even when the config has it on", () => {
+    assert.equal(resolveNearCache(ON, false), null);
+    assert.equal(resolveNearCache(RedisConfig.fromEnv({ CACHE_NEAR_CACHE: "1" }), false), null);
+  });
+
+  it("rounds maxStaleness to whole milliseconds, at least 1", () => {
+    const ms = (maxStaleness: number) => resolveNearCache(OFF, { maxStaleness })?.maxStalenessMs;
+    assert.equal(ms(0.0001), 1);
+    assert.equal(ms(0.0004), 1);
+    assert.equal(ms(0.0015), 2);
+    assert.equal(ms(1.2344), 1234);
+  });
+
+  const bad: [unknown, RegExp][] = [
+    ["yes", /^Invalid nearCache "yes": pass true, false or \{ maxEntries\?/],
+    [1, /^Invalid nearCache 1:/],
+    [null, /^Invalid nearCache null:/],
+    [[], /^Invalid nearCache \(an array\):/],
+    [() => true, /^Invalid nearCache \(a value of type function\):/],
+    [{ maxEntries: 0 }, /^Invalid nearCache\.maxEntries 0: pass a whole number of at least 1/],
+    [{ maxEntries: 2.5 }, /^Invalid nearCache\.maxEntries 2\.5:/],
+    [{ maxEntries: "100" }, /^Invalid nearCache\.maxEntries "100":/],
+    [{ maxEntries: null }, /^Invalid nearCache\.maxEntries null:/],
+    [{ maxBytes: 0 }, /^Invalid nearCache\.maxBytes 0:/],
+    [{ maxBytes: -1 }, /^Invalid nearCache\.maxBytes -1:/],
+    [{ maxBytes: Number.NaN }, /^Invalid nearCache\.maxBytes NaN:/],
+    [{ maxBytes: Infinity }, /^Invalid nearCache\.maxBytes Infinity:/],
+    [{ maxStaleness: 0 }, /^Invalid nearCache\.maxStaleness 0: pass a number of seconds above 0/],
+    [{ maxStaleness: -1 }, /^Invalid nearCache\.maxStaleness -1:/],
+    [{ maxStaleness: 61 }, /^Invalid nearCache\.maxStaleness 61:.*at most 60/],
+    [{ maxStaleness: Number.NaN }, /^Invalid nearCache\.maxStaleness NaN:/],
+    [{ maxStaleness: Infinity }, /^Invalid nearCache\.maxStaleness Infinity:/],
+    [{ maxStaleness: "1" }, /^Invalid nearCache\.maxStaleness "1":/],
+  ];
+  for (const [option, pattern] of bad) {
+    const shown = typeof option === "function"
+      ? "a function"
+      : typeof option === "object" && option !== null && !Array.isArray(option)
+      ? `{ ${Object.entries(option).map(([k, v]) => `${k}: ${showValue(v)}`).join(", ")} }`
+      : showValue(option);
+    it(`nearCache ${shown} is a CacheInputError naming the setting`, () => {
+      for (const config of [OFF, ON]) {
+        assert.throws(
+          () => resolveNearCache(config, option as NearCacheOptions),
+          (error: unknown) =>
+            error instanceof CacheInputError && pattern.test(error.message) ||
+            assert.fail(`${error}`),
+        );
+      }
+    });
+  }
+
+  for (const kind of KINDS) {
+    const Cache = kind === "redis" ? RedisCache : ValkeyCache;
+    const Config = kind === "redis" ? RedisConfig : ValkeyConfig;
+    const className = kind === "redis" ? "RedisCache" : "ValkeyCache";
+
+    it(`new ${className}({ nearCache }) takes good values and refuses bad ones before any I/O`, async () => {
+      await using listener = await countingListener();
+      const config = new Config({ host: "127.0.0.1", port: listener.port, timeout: 1 });
+      for (const nearCache of [undefined, true, false, {}, { maxEntries: 5, maxStaleness: 0.5 }]) {
+        const cache = new Cache({ config: config as ValkeyConfig, nearCache });
+        await cache.close();
+      }
+      for (const [option] of bad) {
+        assert.throws(
+          () =>
+            new Cache({ config: config as ValkeyConfig, nearCache: option as NearCacheOptions }),
+          CacheInputError,
+        );
+      }
+      // The environment's settings resolve as the option's would: a malformed one fails fromEnv.
+      assert.throws(() => Config.fromEnv({ CACHE_NEAR_CACHE_MAX_BYTES: "0" }), CacheConfigError);
+      await sleep(20);
+      assert.equal(listener.accepted, 0, "nothing connected");
+    });
+
+    it(`setCache({ provider: "${kind}", nearCache }) refuses a bad value before any I/O`, async () => {
+      await using listener = await countingListener();
+      const env = {
+        [`${kind.toUpperCase()}_HOST`]: "127.0.0.1",
+        [`${kind.toUpperCase()}_PORT`]: String(listener.port),
+        [`${kind.toUpperCase()}_TIMEOUT`]: "1",
+      };
+      try {
+        await assert.rejects(
+          setCache({ provider: kind, env, nearCache: { maxEntries: 0 } }),
+          (error: unknown) =>
+            error instanceof CacheInputError && /nearCache\.maxEntries/.test(error.message),
+        );
+        await assert.rejects(
+          setCache({ provider: kind, env, nearCache: "on" as unknown as boolean }),
+          CacheInputError,
+        );
+      } finally {
+        await closeCache();
+      }
+      await sleep(20);
+      assert.equal(listener.accepted, 0, "nothing connected");
+    });
+  }
+
+  it('MemoryCache and setCache({ provider: "memory" }) accept the option and ignore it', async () => {
+    for (const nearCache of [true, false, { maxEntries: 5, maxBytes: 100, maxStaleness: 0.5 }]) {
+      const cache = new MemoryCache({ nearCache });
+      await cache.set("k", { v: 1 });
+      assert.deepEqual(await cache.get("k"), { v: 1 });
+      await cache.close();
+      try {
+        assert.equal(
+          await setCache({ provider: "memory", env: { CACHE_NEAR_CACHE: "true" }, nearCache }),
+          true,
+        );
+        await cacheSet("k", "v");
+        assert.equal(await cacheGet("k"), "v");
+      } finally {
+        await closeCache();
+      }
+    }
+  });
+});
+
 describe("the password stays hidden", () => {
   const configs = (): [string, RedisConfig][] => [
     ["option", new RedisConfig({ username: "app", password: "hunter2" })],
@@ -720,6 +1099,10 @@ describe("the password stays hidden", () => {
       circuitBreaker: true,
       circuitBreakerThreshold: 3,
       circuitBreakerProbeInterval: 0.1,
+      nearCache: false,
+      nearCacheMaxEntries: 10000,
+      nearCacheMaxBytes: 67108864,
+      nearCacheMaxStaleness: 1,
     });
   });
 
