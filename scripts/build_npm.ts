@@ -5,8 +5,8 @@
  * generated package.json and the generated CommonJS file `require()` finds (`REQUIRE_STUB`). No
  * source file is copied by hand: everything comes from the repository.
  *
- * The build tools (typescript, @types/node, and ioredis / iovalkey for their types) live in
- * `.tools/` and are installed there with npm when missing. `npm/node_modules` (the client
+ * The build tools (typescript, @types/node, and ioredis / iovalkey and the OpenTelemetry packages
+ * for their types) live in `.tools/` and are installed there with npm when missing. `npm/node_modules` (the client
  * packages the Node tests install) survives a rebuild; everything else in `npm/` is replaced.
  *
  * Usage: `deno task build:npm` (= `deno run -A scripts/build_npm.ts`).
@@ -76,6 +76,22 @@ export const PEER_RANGES: Partial<Record<(typeof CLIENT_PACKAGES)[number], strin
   ioredis: "^5.9.2 || ^6.0.0",
 };
 
+/**
+ * OpenTelemetry: the API is an optional peer dependency of the package (src/otel.ts imports it
+ * only when the `otel` option is on); the SDK packages are for the tests, the example and the
+ * bench. All of them are installed into `.tools/` for their types and, by the Node test runner,
+ * into `npm/node_modules`, at the versions deno.json pins.
+ */
+export const OTEL_PACKAGES = [
+  "@opentelemetry/api",
+  "@opentelemetry/exporter-prometheus",
+  "@opentelemetry/sdk-metrics",
+  "@opentelemetry/sdk-trace-base",
+] as const;
+
+/** The peer range of `@opentelemetry/api`: its metrics API (1.3); 1.7+ honours bucket advice. */
+export const OTEL_API_PEER_RANGE = "^1.3.0";
+
 interface DenoJson {
   version: string;
   license?: string;
@@ -97,6 +113,18 @@ export async function peerRanges(): Promise<Record<(typeof CLIENT_PACKAGES)[numb
     ranges[name] = match[1];
   }
   return ranges;
+}
+
+/** The version (range) deno.json pins for each OpenTelemetry package. */
+export async function otelVersions(): Promise<Record<(typeof OTEL_PACKAGES)[number], string>> {
+  const { imports } = await readDenoJson();
+  const versions = {} as Record<(typeof OTEL_PACKAGES)[number], string>;
+  for (const name of OTEL_PACKAGES) {
+    const match = imports[name]?.match(/^npm:@[^/@]+\/[^@]+@(.+)$/);
+    if (!match) throw new Error(`deno.json imports has no "${name}": "npm:${name}@<range>" entry`);
+    versions[name] = match[1];
+  }
+  return versions;
 }
 
 /** Runs a command (inheriting stdout/stderr); throws when it exits non-zero. */
@@ -146,8 +174,14 @@ export function installedVersion(nodeModules: string, name: string): string | un
 /** Installs the build tools into `.tools/` unless they are there already. */
 export async function ensureTools(): Promise<void> {
   const ranges = await peerRanges();
+  const otel = await otelVersions();
   const modules = join(TOOLS_DIR, "node_modules");
-  const wanted = [TYPESCRIPT, NODE_TYPES, ...CLIENT_PACKAGES.map((n) => `${n}@${ranges[n]}`)];
+  const wanted = [
+    TYPESCRIPT,
+    NODE_TYPES,
+    ...CLIENT_PACKAGES.map((n) => `${n}@${ranges[n]}`),
+    ...OTEL_PACKAGES.map((n) => `${n}@${otel[n]}`),
+  ];
   const missing = wanted.filter((spec) => {
     const name = spec.slice(0, spec.lastIndexOf("@"));
     return installedVersion(modules, name) === undefined;
@@ -195,7 +229,9 @@ export function compilerOptions(outDir: string): Record<string, unknown> {
     newLine: "lf",
     types: ["node"],
     typeRoots: [join(modules, "@types")],
-    paths: Object.fromEntries(CLIENT_PACKAGES.map((name) => [name, [join(modules, name)]])),
+    paths: Object.fromEntries(
+      [...CLIENT_PACKAGES, ...OTEL_PACKAGES].map((name) => [name, [join(modules, name)]]),
+    ),
   };
 }
 
@@ -334,11 +370,14 @@ async function packageJson(): Promise<Record<string, unknown>> {
     ],
     sideEffects: false,
     engines: { node: ">=20" },
-    peerDependencies: Object.fromEntries(
-      CLIENT_PACKAGES.map((name) => [name, PEER_RANGES[name] ?? ranges[name]]),
-    ),
+    peerDependencies: {
+      ...Object.fromEntries(
+        CLIENT_PACKAGES.map((name) => [name, PEER_RANGES[name] ?? ranges[name]]),
+      ),
+      [OTEL_PACKAGES[0]]: OTEL_API_PEER_RANGE,
+    },
     peerDependenciesMeta: Object.fromEntries(
-      CLIENT_PACKAGES.map((name) => [name, { optional: true }]),
+      [...CLIENT_PACKAGES, OTEL_PACKAGES[0]].map((name) => [name, { optional: true }]),
     ),
   };
 }

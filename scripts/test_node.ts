@@ -7,7 +7,8 @@
  *   own files, so the library code exercised is exactly the tsc output that ships. `npm/test/` is
  *   not in the package's `files`, so `npm pack` leaves it out.
  * - ioredis and iovalkey are installed into `npm/node_modules` (not saved to package.json),
- *   where the built `src/redis.js` / `src/valkey.js` resolve them.
+ *   where the built `src/redis.js` / `src/valkey.js` resolve them; so are `@opentelemetry/api`
+ *   (for `src/otel.js`) and the OpenTelemetry SDK packages tests/otel_test.ts uses.
  * - The Python key vectors are passed by path (PYTHON_KEYS_VECTORS): the compiled keys test no
  *   longer sits where its relative path points.
  * - `node --test` runs every `*_test.js`; tests/harness.ts starts redis-server / valkey-server on
@@ -31,6 +32,8 @@ import {
   compilerOptions,
   installedVersion,
   NPM_DIR,
+  OTEL_PACKAGES,
+  otelVersions,
   peerRanges,
   ROOT,
   run,
@@ -55,16 +58,34 @@ function satisfiesCaret(version: string, range: string): boolean {
   return minor > rMinor || (minor === rMinor && patch >= rPatch);
 }
 
-/** Installs the client packages into `npm/node_modules` unless matching versions are there. */
+/** `true` when `version` satisfies deno.json's pin of an OpenTelemetry package (`~1.9.1`, `2.12.0`). */
+function satisfiesPin(version: string, pin: string): boolean {
+  if (!pin.startsWith("~")) return version === pin;
+  const [major, minor, patch] = version.split("-")[0].split(".").map(Number);
+  const [pMajor, pMinor, pPatch] = pin.slice(1).split(".").map(Number);
+  return major === pMajor && minor === pMinor && patch >= pPatch;
+}
+
+/**
+ * Installs the client packages and the OpenTelemetry packages (the API, an optional peer, and the
+ * SDK the tests and the bench use) into `npm/node_modules` unless matching versions are there.
+ */
 export async function ensureClients(): Promise<void> {
   const ranges = await peerRanges();
+  const otel = await otelVersions();
   const ioredis = Deno.env.get("CACHE_TEST_IOREDIS");
   if (ioredis) ranges.ioredis = /^\d+$/.test(ioredis) ? `^${ioredis}.0.0` : ioredis;
   const modules = join(NPM_DIR, "node_modules");
-  const missing = CLIENT_PACKAGES.filter((name) => {
-    const version = installedVersion(modules, name);
-    return version === undefined || !satisfiesCaret(version, ranges[name]);
-  });
+  const missing = [
+    ...CLIENT_PACKAGES.filter((name) => {
+      const version = installedVersion(modules, name);
+      return version === undefined || !satisfiesCaret(version, ranges[name]);
+    }),
+    ...OTEL_PACKAGES.filter((name) => {
+      const version = installedVersion(modules, name);
+      return version === undefined || !satisfiesPin(version, otel[name]);
+    }),
+  ];
   if (missing.length === 0) return;
   console.log(`Installing ${missing.join(", ")} into npm/node_modules (not saved)`);
   // From scratch: npm, asked to replace an unsaved package by another version (ioredis 5 by 6
@@ -78,6 +99,7 @@ export async function ensureClients(): Promise<void> {
     "--no-fund",
     "--loglevel=error",
     ...CLIENT_PACKAGES.map((name) => `${name}@${ranges[name]}`),
+    ...OTEL_PACKAGES.map((name) => `${name}@${otel[name]}`),
   ], { cwd: NPM_DIR });
 }
 

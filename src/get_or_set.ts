@@ -279,6 +279,7 @@ export class GetOrSetRunner {
 
   /** Runs compute() marked as computing `key` (see `computing`). */
   #compute<T>(compute: Compute<T>, key: string): Promise<T> {
+    this.#ctx.metrics.computes++;
     const outer = computing.getStore();
     const keys = new Set(outer);
     keys.add(key);
