@@ -12,6 +12,7 @@ import { inputList } from "./batch.ts";
 import { type CacheLogger, FaultLog } from "./log.ts";
 import type { CircuitBreakerOptions, NearCacheOptions } from "./provider_options.ts";
 import { MemoryCache } from "./memory.ts";
+import { otelFromEnv, type OtelOptions } from "./otel.ts";
 import { RedisCache } from "./redis.ts";
 import { type EnvRecord, readEnv } from "./runtime.ts";
 import { type CacheEventListener, type CacheStats, emptyStats } from "./stats.ts";
@@ -109,6 +110,25 @@ export interface SetCacheOptions {
    * @default {config.nearCache (CACHE_NEAR_CACHE, false)}
    */
   nearCache?: boolean | NearCacheOptions;
+  /**
+   * OpenTelemetry metrics (and, asked for, spans) of the installed cache: see
+   * `RedisCacheOptions.otel`. `@opentelemetry/api` is imported only when this (or `CACHE_OTEL`)
+   * turns it on; `setCache()` resolves once recording has started.
+   *
+   * @default {CACHE_OTEL (false)}
+   *
+   * @example Metrics for Prometheus through the global meter provider, spans too
+   * ```ts ignore
+   * import { setCache } from "@core-lib/cache";
+   * import { metrics } from "@opentelemetry/api";
+   * import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
+   * import { MeterProvider } from "@opentelemetry/sdk-metrics";
+   *
+   * metrics.setGlobalMeterProvider(new MeterProvider({ readers: [new PrometheusExporter()] }));
+   * await setCache({ otel: { spans: true } }); // spans go to the global tracer provider
+   * ```
+   */
+  otel?: boolean | OtelOptions;
 }
 
 let current: CacheBackend | null = null;
@@ -214,6 +234,7 @@ function createBackend(
   options: SetCacheOptions,
   env: EnvRecord,
 ): CacheBackend {
+  const otel = options.otel ?? otelFromEnv(env);
   const common = {
     ttl: options.ttl,
     timeout: options.timeout,
@@ -221,6 +242,7 @@ function createBackend(
     onEvent: options.onEvent,
     circuitBreaker: options.circuitBreaker,
     nearCache: options.nearCache,
+    otel,
   };
   if (kind === "memory") {
     // No circuitBreaker or nearCache here: an in-process store has no server to guard or to
@@ -231,6 +253,7 @@ function createBackend(
       maxValueBytes: config.maxValueBytes,
       logger: options.logger,
       onEvent: options.onEvent,
+      otel,
     });
   }
   if (kind === "valkey") {

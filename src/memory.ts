@@ -17,6 +17,7 @@ import {
 import { type CacheLogger, FaultLog } from "./log.ts";
 import { allGenerationKey, registryGenerationKey, StandaloneLayout } from "./layout.ts";
 import { GetOrSetRunner, type GetOrSetStore } from "./get_or_set.ts";
+import { attachOtel, type OtelHandle, type OtelOptions } from "./otel.ts";
 import type { NearCacheOptions } from "./provider_options.ts";
 import { type CacheEventListener, type CacheStats, type Histogram, Metrics } from "./stats.ts";
 import { requireTags, tagIndexKey, tagSetKey, validateTags } from "./tags.ts";
@@ -108,6 +109,14 @@ export interface MemoryCacheOptions {
    * @default {undefined (ignored)}
    */
   nearCache?: boolean | NearCacheOptions;
+  /**
+   * OpenTelemetry metrics (and, asked for, spans), as for `RedisCacheOptions.otel`, with
+   * `db.system.name` `memory` and no `server.*` attributes. Recording starts once
+   * `@opentelemetry/api` has loaded: `await connect()` waits for it.
+   *
+   * @default {false (nothing imported, nothing recorded)}
+   */
+  otel?: boolean | OtelOptions;
 }
 
 interface Lock {
@@ -170,6 +179,8 @@ export class MemoryCache implements CacheBackend {
   readonly #generations = new Map<string, number>();
   readonly #log: FaultLog;
   readonly #metrics: Metrics;
+  /** The OpenTelemetry recorder's link, when the `otel` option is on (src/otel.ts). */
+  readonly #otel: OtelHandle;
   readonly #opGet: Histogram;
   readonly #opSet: Histogram;
   readonly #opGetMany: Histogram;
@@ -206,6 +217,11 @@ export class MemoryCache implements CacheBackend {
     this.#opSet = this.#metrics.operation("set");
     this.#opGetMany = this.#metrics.operation("getMany");
     this.#opSetMany = this.#metrics.operation("setMany");
+    this.#otel = attachOtel(this.#metrics, options.otel, () => ({
+      system: "memory",
+      name: this.name,
+      stats: () => this.stats(),
+    }), this.#log);
     this.#getOrSet = new GetOrSetRunner({
       prefix: this.prefix,
       layout: new StandaloneLayout(this.prefix),
@@ -226,8 +242,12 @@ export class MemoryCache implements CacheBackend {
     return null;
   }
 
-  /** `true` until `close()`; a closed cache cannot be opened again. */
+  /**
+   * `true` until `close()`; a closed cache cannot be opened again. With the `otel` option, it
+   * resolves once recording has started.
+   */
   async connect(): Promise<boolean> {
+    await this.#otel.ready;
     return !this.#closed;
   }
 
@@ -243,6 +263,7 @@ export class MemoryCache implements CacheBackend {
    */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#otel.close();
     this.#entries.clear();
     this.#registries.clear();
     this.#tagSets.clear();

@@ -10,6 +10,7 @@ import type { RedisConfig } from "./config.ts";
 import { CacheInputError } from "./errors.ts";
 import { DEFAULT_MAX_KEY_INPUT_BYTES } from "./keys.ts";
 import type { CacheLogger } from "./log.ts";
+import type { OtelOptions } from "./otel.ts";
 import type { CacheEventListener } from "./stats.ts";
 import { DEFAULT_MAX_VALUE_BYTES, ttlToMs } from "./values.ts";
 
@@ -141,6 +142,15 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
    * @default {config.nearCache (CACHE_NEAR_CACHE, false)}
    */
   nearCache?: boolean | NearCacheOptions;
+  /**
+   * OpenTelemetry metrics (and, asked for, spans) of every call, through `@opentelemetry/api`
+   * (an optional peer, imported only when this is on): `true` for metrics, or `OtelOptions`.
+   * `connect()` waits until the API has loaded; a malformed value is a `CacheInputError` from the
+   * constructor. See the README's Observability section for the metric names.
+   *
+   * @default {false (nothing imported, nothing recorded)}
+   */
+  otel?: boolean | OtelOptions;
 }
 
 /**
