@@ -10,6 +10,7 @@
  *   deno task bench:node [same flags]   (the same file, compiled into the npm build, under Node)
  *   deno task bench --filter cluster    (only the cluster rows)
  *   deno task bench --filter tag        (only the tag rows: a tagged set, a big tag invalidated)
+ *   deno task bench --filter otel       (only get hit with OpenTelemetry metrics on vs off)
  *
  * Starts its own redis-server and valkey-server on free loopback ports (tests/harness.ts), or
  * uses REDIS_URL / VALKEY_URL. Uses only `node:` modules so it runs unchanged under Node.
@@ -40,6 +41,8 @@ import {
   ValkeyCache,
   ValkeyConfig,
 } from "../mod.ts";
+import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
+import { MeterProvider } from "@opentelemetry/sdk-metrics";
 import { entryKey, hashInput } from "../src/keys.ts";
 import { ClusterLayout } from "../src/layout.ts";
 import { type ServerKind, startServer, type TestServer } from "../tests/harness.ts";
@@ -743,6 +746,63 @@ async function benchClear(
   printRow(row);
 }
 
+/**
+ * `get` hit with OpenTelemetry metrics on (spans off) against the same call with them off: two
+ * providers with the same settings on the same server, the "bare" side being the one without
+ * `otel`. The meter provider is the SDK's with a Prometheus exporter (not serving), collected
+ * once after the rows to check that every hit was counted.
+ */
+async function benchOtel(server: TestServer, label: string): Promise<void> {
+  const names = ["sequential", `${CONCURRENCY} concurrent`].map((how) =>
+    `get hit, otel metrics on vs off, ${how}`
+  );
+  if (!names.some(selected)) return;
+  const exporter = new PrometheusExporter({ preventServerStart: true });
+  const meterProvider = new MeterProvider({ readers: [exporter] });
+  const config = new (server.kind === "redis" ? RedisConfig : ValkeyConfig)({ url: server.url });
+  const make = (otel: boolean) => {
+    const options = { config, otel: otel ? { meterProvider } : false };
+    return server.kind === "redis"
+      ? new RedisCache(options)
+      : new ValkeyCache({ ...options, config: config as ValkeyConfig });
+  };
+  const off = make(false);
+  const on = make(true);
+  try {
+    if (!(await off.connect()) || !(await on.connect())) throw new Error("otel bench: connect");
+    const inputs = Array.from({ length: CONCURRENCY }, (_, i) => ({ query: "otel", id: i }));
+    await off.setMany(inputs.map((input) => [input, valueOfSize(100)] as const));
+    let turn = 0;
+    const next = () => inputs[turn = (turn + 1) % CONCURRENCY];
+    const note = "bare: the same provider without otel";
+    await compare(label, names[0], {
+      bare: () => off.get(inputs[0]),
+      lib: () => on.get(inputs[0]),
+    }, { target: 0.95, note });
+    await compare(label, names[1], {
+      bare: () => off.get(next()),
+      lib: () => on.get(next()),
+    }, { workers: CONCURRENCY, target: 0.95, note });
+    // Every hit the "on" side made was counted; durations are one sample per batch answered.
+    const { resourceMetrics } = await exporter.collect();
+    const metric = (name: string) =>
+      resourceMetrics.scopeMetrics.flatMap((scope) => scope.metrics)
+        .find((metric) => metric.descriptor.name === name)?.dataPoints ?? [];
+    const hits = metric("cache.hits").reduce((sum, point) => sum + (point.value as number), 0);
+    if (hits !== on.stats().hits) {
+      throw new Error(`otel bench: cache.hits ${hits}, provider stats ${on.stats().hits}`);
+    }
+    const samples = metric("db.client.operation.duration")
+      .reduce((sum, point) => sum + (point.value as { count: number }).count, 0);
+    console.log(
+      `${label.padEnd(14)} otel: ${fmt(hits)} hits counted, ${fmt(samples)} duration samples`,
+    );
+  } finally {
+    await Promise.all([off.close(), on.close()]);
+    await meterProvider.shutdown();
+  }
+}
+
 const clears: {
   server: string;
   operation: "clear tenant" | "invalidate tag";
@@ -820,6 +880,7 @@ async function main(): Promise<void> {
     const server = await startServer(kind);
     try {
       const label = await benchServer(server);
+      await benchOtel(server, label);
       await benchCluster(server, label);
     } finally {
       await closeCache();

@@ -6,11 +6,13 @@
  * as before, unrecorded.
  *
  * The recorder hangs off the provider's `Metrics` (src/stats.ts), which already sees every call
- * end: a provider without it pays one property check per call. With it, a call costs one
- * histogram record on precomputed attributes (`db.client.operation.duration`); the counters
- * (hits, misses, writes, computes, ...) are plain numbers, observed by the SDK only when it
- * collects. Spans are off by default: one per call, recorded when the call ends with its exact
- * start and end (so the Redis commands inside are not its children).
+ * end: a provider without it pays one property check per call. With it, a call updates plain
+ * numbers on precomputed attribute objects: the counters (hits, misses, writes, computes, ...)
+ * are observed by the SDK only when it collects, and `db.client.operation.duration` takes one
+ * sample per operation and turn of the event loop, so calls answered together by one coalesced
+ * server call count as one batch (see `OtelRecorder`). Spans are off by default: one per call,
+ * recorded when the call ends with its exact start and end (so the Redis commands inside are
+ * not its children).
  *
  * Names follow OpenTelemetry's database client semantic conventions where they exist
  * (`db.client.operation.duration`, `db.system.name`, `db.operation.name`, `db.namespace`,
@@ -359,11 +361,12 @@ export function errorType(error: unknown): string {
 
 type Attributes = Api.Attributes;
 
-/** The figures of one series of an operation: its attributes and, for reads, hits and misses. */
+/**
+ * The hit and miss counts of one operation (and, with the tenant attribute, of one tenant),
+ * shared by every provider recording into the same meter with the same attributes.
+ */
 class Slot {
   readonly attrs: Attributes;
-  /** Attributes with `error.type`, one object per type seen. */
-  readonly errorAttrs = new Map<string, Attributes>();
   /** Per tenant, when the tenant attribute is on (the global scope stays on this slot). */
   tenants: Map<string, Slot> | undefined;
   hits = 0;
@@ -373,14 +376,6 @@ class Slot {
 
   constructor(attrs: Attributes) {
     this.attrs = attrs;
-  }
-
-  withError(type: string): Attributes {
-    let attrs = this.errorAttrs.get(type);
-    if (attrs === undefined) {
-      this.errorAttrs.set(type, attrs = Object.freeze({ ...this.attrs, "error.type": type }));
-    }
-    return attrs;
   }
 
   /** The slot of `companyId` under this operation's (`_OTHER` beyond MAX_TENANTS). */
@@ -598,7 +593,55 @@ function addCounts(into: Counts, from: Counts): void {
 /** The state of each meter providers record into. */
 const meterStates = new WeakMap<Api.Meter, MeterState>();
 
-/** Records one provider's calls into OpenTelemetry instruments. */
+/**
+ * One series of a provider's duration samples (an operation, a tenant of it, or one of its
+ * `error.type`s) and the calls of this turn of the event loop not recorded yet.
+ */
+class Series {
+  readonly attrs: Attributes;
+  /** The shared hit and miss counts this series' reads go to. */
+  readonly slot: Slot;
+  /** The longest call of this turn not recorded yet, in milliseconds; -1 when none. */
+  pending = -1;
+  /** By tenant slot, when the tenant attribute is on. */
+  tenants: Map<Slot, Series> | undefined;
+  /** By `error.type`. */
+  errors: Map<string, Series> | undefined;
+
+  constructor(attrs: Attributes, slot: Slot) {
+    this.attrs = attrs;
+    this.slot = slot;
+  }
+
+  tenant(companyId: string): Series {
+    const slot = this.slot.tenant(companyId);
+    const tenants = this.tenants ??= new Map();
+    let series = tenants.get(slot);
+    if (series === undefined) tenants.set(slot, series = new Series(slot.attrs, slot));
+    return series;
+  }
+
+  error(type: string): Series {
+    const errors = this.errors ??= new Map();
+    let series = errors.get(type);
+    if (series === undefined) {
+      const attrs = Object.freeze({ ...this.attrs, "error.type": type });
+      errors.set(type, series = new Series(attrs, this.slot));
+    }
+    return series;
+  }
+}
+
+/**
+ * Records one provider's calls into OpenTelemetry instruments.
+ *
+ * `db.client.operation.duration` takes one sample per series and turn of the event loop: the
+ * longest of the calls that ended in it. Calls that end together were answered together (one tick's
+ * reads are one MGET, its writes one script call: src/coalesce.ts), and the conventions record a
+ * batch as one operation; a caller that awaits each call gets a sample per call. Recording each
+ * call through the SDK would cost about 0.5 µs (it hashes the attributes on every record), a
+ * sixth of a coalesced hit; the counters and spans stay per call.
+ */
 class OtelRecorder implements MetricsRecorder {
   /** The attributes every record carries, and their identity. */
   readonly base: { readonly key: string; readonly attrs: Attributes };
@@ -610,8 +653,11 @@ class OtelRecorder implements MetricsRecorder {
   readonly #tracer: Api.Tracer | undefined;
   readonly #spanKind: Api.SpanKind;
   readonly #errorStatus: Api.SpanStatusCode;
-  /** Each operation's slot (shared through the meter state), by its histogram. */
-  readonly #slots = new Map<Histogram, Slot>();
+  /** Each operation's series, by its histogram. */
+  readonly #series = new Map<Histogram, Series>();
+  /** The series with a sample pending, recorded at the end of this turn. */
+  readonly #dirty: Series[] = [];
+  #flushQueued = false;
   /** The type of the last fault noted: the `failed` calls that follow were caused by it. */
   #errorType = OTHER;
   /** The counters' values when recording started: only what follows is this recorder's. */
@@ -654,13 +700,14 @@ class OtelRecorder implements MetricsRecorder {
     ms: number,
     companyId: string | undefined,
   ): void {
-    const slot = this.#slot(op, companyId);
+    const series = this.#seriesOf(op, companyId);
+    const slot = series.slot;
     slot.read = true;
     slot.hits += hits;
     slot.misses += misses;
-    if (this.#duration !== undefined) this.#duration.record(ms / 1000, slot.attrs);
+    if (this.#duration !== undefined) this.#sample(series, ms);
     if (this.#tracer !== undefined) {
-      const span = this.#span(op, slot.attrs, start);
+      const span = this.#span(op, series.attrs, start);
       if (hits + misses === 1) span.setAttribute("cache.hit", hits === 1);
       else {
         span.setAttribute("cache.hit_count", hits);
@@ -671,16 +718,16 @@ class OtelRecorder implements MetricsRecorder {
   }
 
   call(op: Histogram, start: number, ms: number, companyId: string | undefined): void {
-    const slot = this.#slot(op, companyId);
-    if (this.#duration !== undefined) this.#duration.record(ms / 1000, slot.attrs);
-    if (this.#tracer !== undefined) this.#span(op, slot.attrs, start).end(start + ms);
+    const series = this.#seriesOf(op, companyId);
+    if (this.#duration !== undefined) this.#sample(series, ms);
+    if (this.#tracer !== undefined) this.#span(op, series.attrs, start).end(start + ms);
   }
 
   failed(op: Histogram, start: number, ms: number, companyId: string | undefined): void {
-    const attrs = this.#slot(op, companyId).withError(this.#errorType);
-    if (this.#duration !== undefined) this.#duration.record(ms / 1000, attrs);
+    const series = this.#seriesOf(op, companyId).error(this.#errorType);
+    if (this.#duration !== undefined) this.#sample(series, ms);
     if (this.#tracer !== undefined) {
-      const span = this.#span(op, attrs, start);
+      const span = this.#span(op, series.attrs, start);
       span.setStatus({ code: this.#errorStatus, message: this.#errorType });
       span.end(start + ms);
     }
@@ -709,23 +756,47 @@ class OtelRecorder implements MetricsRecorder {
   }
 
   close(): void {
+    this.#flush();
     this.#state?.detach(this);
   }
+
+  /** Keeps the longest call of this turn for `series`; recorded when the turn ends. */
+  #sample(series: Series, ms: number): void {
+    if (series.pending < 0) {
+      this.#dirty.push(series);
+      if (!this.#flushQueued) {
+        this.#flushQueued = true;
+        queueMicrotask(this.#flush);
+      }
+    }
+    if (ms > series.pending) series.pending = ms;
+  }
+
+  /** Records the pending samples. */
+  readonly #flush = (): void => {
+    this.#flushQueued = false;
+    const duration = this.#duration!;
+    for (const series of this.#dirty) {
+      duration.record(series.pending / 1000, series.attrs);
+      series.pending = -1;
+    }
+    this.#dirty.length = 0;
+  };
 
   /** A span of `op` that started at `start` (performance.now() time), to be ended by the caller. */
   #span(op: Histogram, attributes: Attributes, start: number): Api.Span {
     return this.#tracer!.startSpan(op.name, { kind: this.#spanKind, startTime: start, attributes });
   }
 
-  #slot(op: Histogram, companyId: string | undefined): Slot {
-    let slot = this.#slots.get(op);
-    if (slot === undefined) {
+  #seriesOf(op: Histogram, companyId: string | undefined): Series {
+    let series = this.#series.get(op);
+    if (series === undefined) {
       const attrs = Object.freeze({ ...this.base.attrs, "db.operation.name": op.name });
-      slot = this.#state?.slot(attrs) ?? new Slot(attrs);
-      this.#slots.set(op, slot);
+      const slot = this.#state?.slot(attrs) ?? new Slot(attrs);
+      this.#series.set(op, series = new Series(slot.attrs, slot));
     }
-    if (!this.#tenants || companyId === undefined) return slot;
-    return slot.tenant(companyId);
+    if (!this.#tenants || companyId === undefined) return series;
+    return series.tenant(companyId);
   }
 }
 

@@ -320,6 +320,27 @@ for (const kind of KINDS) {
       assert.equal(telemetry.finishedSpans().length, 0, "spans are off by default");
     });
 
+    it("calls answered together are one duration sample; hits still count per call", async () => {
+      cache = cacheFor(server, { otel: telemetry.options() });
+      assert.equal(await cache.connect(), true);
+      const inputs = Array.from({ length: 50 }, (_, i) => ({ i }));
+      await cache.setMany(inputs.map((input) => [input, 1] as const));
+      // One tick's reads go out as one MGET and come back together.
+      const values = await Promise.all(inputs.map((input) => cache.get(input)));
+      assert.deepEqual(values, inputs.map(() => 1));
+      const metrics = await telemetry.collect();
+      assert.equal(sum(metrics, "cache.hits", { "db.operation.name": "get" }), 50);
+      const samples = calls(metrics, "get");
+      assert.ok(samples >= 1 && samples <= 3, `${samples} samples for one coalesced MGET`);
+      const [point] = points(metrics, "db.client.operation.duration", {
+        "db.operation.name": "get",
+      });
+      assert.ok((point.value as HistogramPoint).max! > 0);
+      // Awaited one by one, each call is a sample of its own.
+      for (const input of inputs.slice(0, 5)) await cache.get(input);
+      assert.equal(calls(await telemetry.collect(), "get"), samples + 5);
+    });
+
     it("tenantAttribute: hits, misses and durations per tenant", async () => {
       cache = cacheFor(server, { otel: telemetry.options({ tenantAttribute: true }) });
       assert.equal(await cache.connect(), true);
