@@ -11,7 +11,7 @@
  */
 
 import { existsSync } from "node:fs";
-import { copyFile, mkdir, rm } from "node:fs/promises";
+import { copyFile, mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { compile, compilerOptions, NPM_DIR, TOOLS_DIR } from "./build_npm.ts";
 import { ensureClients } from "./test_node.ts";
@@ -30,7 +30,9 @@ async function main(): Promise<number> {
     { ...compilerOptions(STAGING_DIR), declaration: false, sourceMap: false },
     ["scripts/bench.ts"],
   );
-  for (const file of ["scripts/bench.js", "tests/harness.js", "tests/cluster_harness.js"]) {
+  // The bench and every test module it imports (the harness and the modules it loads).
+  const harness = (await readdir(join(STAGING_DIR, "tests"))).filter((f) => f.endsWith(".js"));
+  for (const file of ["scripts/bench.js", ...harness.map((f) => `tests/${f}`)]) {
     await mkdir(join(NPM_DIR, file, ".."), { recursive: true });
     await copyFile(join(STAGING_DIR, file), join(NPM_DIR, file));
   }

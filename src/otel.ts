@@ -215,17 +215,17 @@ function loadApi(): Promise<OtelApi | Error> {
   return apiLoad;
 }
 
+/** The `otel` option checked, with its defaults. */
+export type ResolvedOtel =
+  & Required<Pick<OtelOptions, "metrics" | "spans" | "tenantAttribute">>
+  & Pick<OtelOptions, "meterProvider" | "tracerProvider">;
+
 /**
  * Checks the `otel` option; `null` when it leaves recording off.
  *
  * @throws {CacheInputError} When the option or one of its fields is malformed.
  */
-export function resolveOtel(option: unknown):
-  | Required<
-    Pick<OtelOptions, "metrics" | "spans" | "tenantAttribute">
-  >
-    & Pick<OtelOptions, "meterProvider" | "tracerProvider">
-  | null {
+export function resolveOtel(option: unknown): ResolvedOtel | null {
   if (option === undefined || option === false) return null;
   if (option === true) option = {};
   if (typeof option !== "object" || option === null || Array.isArray(option)) {
@@ -666,7 +666,7 @@ class OtelRecorder implements MetricsRecorder {
   constructor(
     api: OtelApi,
     metrics: Metrics,
-    settings: NonNullable<ReturnType<typeof resolveOtel>>,
+    settings: ResolvedOtel,
     target: OtelTarget,
   ) {
     this.#metrics = metrics;
