@@ -79,7 +79,14 @@ export type {
   InvalidateTagsOptions,
   SetOptions,
 } from "./src/types.ts";
-export type { CacheEvent, CacheEventListener, CacheStats, OperationStats } from "./src/stats.ts";
+export type {
+  CacheEvent,
+  CacheEventListener,
+  CacheStats,
+  NearCacheStats,
+  OperationStats,
+} from "./src/stats.ts";
 export type { CacheLogger } from "./src/log.ts";
+export type { OtelMeterProvider, OtelOptions, OtelTracerProvider } from "./src/otel.ts";
 export type { ScriptClient } from "./src/scripts.ts";
 export type { EnvRecord } from "./src/runtime.ts";

@@ -7,6 +7,9 @@
  * what bounds 100 concurrent callers; a script call costs the server about 5 µs before its first
  * command).
  *
+ * The near cache's reads (`readWithTtl`) are gathered the same way, into one `read_with_ttl`
+ * script call per group instead of an MGET, since each reply must carry its key's PTTL.
+ *
  * Order is kept: a call joins an earlier command of its kind (a read batch, the write batch of its
  * registry and TTL) only when no command opened since then touches its key, so every key sees its
  * calls in the order they were made (calls on different keys commute), and any other command the
@@ -31,6 +34,11 @@ export interface CoalescedSender {
   get(key: string): Promise<string | null>;
   /** One MGET of keys of one group (see `groups`), replies in key order. */
   mget(keys: string[]): Promise<(string | null)[]>;
+  /**
+   * One `read_with_ttl` call on keys of one group: for each key in order, its value and its PTTL
+   * (a flat array of 2 items per key). Needed only by `readWithTtl`.
+   */
+  getWithTtl?(keys: string[]): Promise<unknown[]>;
   /**
    * The positions of a read batch's keys grouped so that each group can be one MGET (by hash
    * slot in a cluster); without it, a batch is one group.
@@ -59,10 +67,20 @@ export interface CoalescedSender {
   ): Promise<boolean>;
 }
 
+/** A value's text and its PTTL in milliseconds (-1: no expiry, -2: absent). */
+export type TextWithTtl = [text: string | null, pttlMs: number];
+
+interface ReadWaiter {
+  resolve(reply: string | null | TextWithTtl): void;
+  reject(error: unknown): void;
+}
+
 interface ReadBatch {
   readonly kind: "read";
+  /** Whether the replies carry PTTLs (`read_with_ttl`), rather than values alone (MGET). */
+  readonly ttl: boolean;
   readonly keys: string[];
-  readonly waiters: { resolve(text: string | null): void; reject(error: unknown): void }[];
+  readonly waiters: ReadWaiter[];
 }
 
 interface WriteBatch {
@@ -86,8 +104,8 @@ export class Coalescer {
   #pending: Batch[] = [];
   /** Each pending key's last batch (an index into #pending): no call of it may join an earlier one. */
   #lastBatch = new Map<string, number>();
-  /** The read batch that takes more reads, -1 for none. */
-  #openRead = -1;
+  /** The read batches that take more reads, -1 for none: of values, and of values with PTTLs. */
+  #openReads = [-1, -1];
   /** The write batch that takes more writes, per TTL and registry. */
   #openWrites = new Map<string, number>();
   /** A call went out in this tick, and the end of the tick will send what gathers after it. */
@@ -106,15 +124,45 @@ export class Coalescer {
       this.#startTick();
       return this.#send.get(key);
     }
-    let at = this.#openRead;
+    return this.#gather(key, false) as Promise<string | null>;
+  }
+
+  /**
+   * The value text at `key` and its PTTL, for the near cache: a `read_with_ttl` call of its own as
+   * a tick's first call, else in the tick's call.
+   */
+  readWithTtl(key: string): Promise<TextWithTtl> {
+    const refused = this.#send.refusal?.(key);
+    if (refused !== undefined) return refused;
+    if (!this.#inTick) {
+      this.#startTick();
+      return this.#sendWithTtl([key]).then((replies) => replies[0]);
+    }
+    return this.#gather(key, true) as Promise<TextWithTtl>;
+  }
+
+  /** Adds a read of `key` to the tick's open read batch of its kind (a new one if it may not). */
+  #gather(key: string, ttl: boolean): Promise<string | null | TextWithTtl> {
+    const kind = ttl ? 1 : 0;
+    let at = this.#openReads[kind];
     if (!this.#joins(key, at) || (this.#pending[at] as ReadBatch).keys.length >= MAX_KEYS) {
-      at = this.#pending.push({ kind: "read", keys: [], waiters: [] }) - 1;
-      this.#openRead = at;
+      at = this.#pending.push({ kind: "read", ttl, keys: [], waiters: [] }) - 1;
+      this.#openReads[kind] = at;
     }
     this.#lastBatch.set(key, at);
     const open = this.#pending[at] as ReadBatch;
     open.keys.push(key);
     return new Promise((resolve, reject) => open.waiters.push({ resolve, reject }));
+  }
+
+  /** One `read_with_ttl` call, its flat reply paired up per key. */
+  async #sendWithTtl(keys: string[]): Promise<TextWithTtl[]> {
+    const flat = await this.#send.getWithTtl!(keys);
+    const replies: TextWithTtl[] = new Array(keys.length);
+    for (let i = 0; i < keys.length; i++) {
+      replies[i] = [flat[2 * i] as string | null, Number(flat[2 * i + 1])];
+    }
+    return replies;
   }
 
   /**
@@ -169,7 +217,7 @@ export class Coalescer {
     const batches = this.#pending;
     this.#pending = [];
     this.#lastBatch.clear();
-    this.#openRead = -1;
+    this.#openReads = [-1, -1];
     this.#openWrites.clear();
     for (const batch of batches) {
       if (batch.kind === "write") {
@@ -177,24 +225,31 @@ export class Coalescer {
           .then(batch.resolve);
       } else {
         const groups = batch.keys.length > 1 ? this.#send.groups?.(batch.keys) : undefined;
-        if (!groups || groups.length === 1) this.#sendReads(batch.keys, batch.waiters);
+        if (!groups || groups.length === 1) this.#sendReads(batch.ttl, batch.keys, batch.waiters);
         else {
           for (const group of groups) {
-            this.#sendReads(group.map((i) => batch.keys[i]), group.map((i) => batch.waiters[i]));
+            this.#sendReads(
+              batch.ttl,
+              group.map((i) => batch.keys[i]),
+              group.map((i) => batch.waiters[i]),
+            );
           }
         }
       }
     }
   }
 
-  /** One GET, or one MGET, for `keys`; each waiter is settled with its key's reply. */
-  #sendReads(keys: string[], waiters: ReadBatch["waiters"]): void {
-    if (keys.length === 1) {
+  /**
+   * One GET, or one MGET, for `keys` (one `read_with_ttl` call with `ttl`); each waiter is
+   * settled with its key's reply.
+   */
+  #sendReads(ttl: boolean, keys: string[], waiters: ReadWaiter[]): void {
+    if (!ttl && keys.length === 1) {
       const waiter = waiters[0];
       this.#send.get(keys[0]).then(waiter.resolve, waiter.reject);
       return;
     }
-    this.#send.mget(keys).then(
+    (ttl ? this.#sendWithTtl(keys) : this.#send.mget(keys)).then(
       (texts) => {
         for (let i = 0; i < waiters.length; i++) waiters[i].resolve(texts[i]);
       },

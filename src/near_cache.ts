@@ -34,6 +34,11 @@ export interface NearCacheSettings {
   maxLocalTtlMs?: number;
   /** The clock, in milliseconds (`performance.now` by default; tests may pass their own). */
   now?: () => number;
+  /**
+   * Told when entries go: `count` dropped by invalidations (of one key, or of a scope), by the
+   * LRU bounds, or every entry by a flush (`count`: how many were held).
+   */
+  onDrop?(kind: "invalidation" | "eviction" | "flush", count: number): void;
 }
 
 /** The near cache's counters since it was created. */
@@ -79,6 +84,7 @@ export class NearCache {
   readonly #maxBytes: number;
   readonly #maxLocalTtlMs: number;
   readonly #now: () => number;
+  readonly #onDrop: NearCacheSettings["onDrop"];
   /** In recency order: the first is the least recently used. */
   #entries = new Map<string, Entry>();
   #bytes = 0;
@@ -100,6 +106,7 @@ export class NearCache {
     this.#maxBytes = settings.maxBytes;
     this.#maxLocalTtlMs = settings.maxLocalTtlMs ?? Infinity;
     this.#now = settings.now ?? (() => performance.now());
+    this.#onDrop = settings.onDrop;
   }
 
   /** The counters (a snapshot). */
@@ -258,7 +265,29 @@ export class NearCache {
     if (entry === undefined) return false;
     this.#drop(key, entry);
     this.#counters.invalidations++;
+    this.#onDrop?.("invalidation", 1);
     return true;
+  }
+
+  /**
+   * Invalidates every key for which `matches` holds: the entries held and the reads in flight
+   * (a clear of one scope, whose own invalidations may arrive after the clear resolved).
+   *
+   * @returns How many entries were dropped.
+   */
+  invalidateWhere(matches: (key: string) => boolean): number {
+    for (const key of [...this.#pending.keys()]) {
+      if (matches(key)) this.#voidTokens(key);
+    }
+    let dropped = 0;
+    for (const [key, entry] of this.#entries) {
+      if (!matches(key)) continue;
+      this.#drop(key, entry);
+      dropped++;
+    }
+    this.#counters.invalidations += dropped;
+    if (dropped > 0) this.#onDrop?.("invalidation", dropped);
+    return dropped;
   }
 
   /** Drops every entry and voids every read in flight (a FLUSHALL / FLUSHDB, a fault). */
@@ -268,9 +297,11 @@ export class NearCache {
       else pending.live = false;
     }
     this.#pending.clear();
+    const held = this.#entries.size;
     this.#entries.clear();
     this.#bytes = 0;
     this.#counters.flushes++;
+    this.#onDrop?.("flush", held);
   }
 
   /** Once validity has passed: drop everything (once) so nothing from before is served later. */
@@ -291,10 +322,15 @@ export class NearCache {
     this.#entries.set(key, { text, bytes, expiresAt });
     this.#bytes += bytes;
     // Least recently used first in the Map's order.
+    let evicted = 0;
     while (this.#entries.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
       const [oldestKey, oldest] = this.#entries.entries().next().value!;
       this.#drop(oldestKey, oldest);
-      this.#counters.evictions++;
+      evicted++;
+    }
+    if (evicted > 0) {
+      this.#counters.evictions += evicted;
+      this.#onDrop?.("eviction", evicted);
     }
     return true;
   }

@@ -13,6 +13,7 @@ import type { ClientConstructor, ClusterConstructor, ProtocolClient } from "./cl
 import type { RedisConfig } from "./config.ts";
 import { CircuitOpenError } from "./circuit_breaker.ts";
 import { faultCause } from "./faults.ts";
+import { attachOtel, type OtelHandle } from "./otel.ts";
 import {
   GENERATION_TTL_MS,
   GetOrSetRunner,
@@ -27,7 +28,9 @@ import {
   type ResolvedOptions,
   resolveOptions,
 } from "./provider_options.ts";
-import { Coalescer } from "./coalesce.ts";
+import { Coalescer, type TextWithTtl } from "./coalesce.ts";
+import { NearTier } from "./near_tier.ts";
+import { trackedPrefixes } from "./tracking.ts";
 import { scanRegistries } from "./registries.ts";
 import type { RegistryUpkeep, Servers } from "./servers.ts";
 import { type CacheEventListener, type CacheStats, type Histogram, Metrics } from "./stats.ts";
@@ -88,6 +91,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   readonly #options: ResolvedOptions;
   readonly #log: FaultLog;
   readonly #metrics: Metrics;
+  /** The OpenTelemetry recorder's link, when the `otel` option is on (src/otel.ts). */
+  readonly #otel: OtelHandle;
   readonly #op: Record<OperationName, Histogram>;
   readonly #getOrSet: GetOrSetRunner;
   readonly #layout: KeyLayout;
@@ -97,6 +102,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   readonly #coalescer: Coalescer;
   /** What the tag operations work with (src/tags.ts). */
   readonly #tags: TagContext;
+  /** The near cache, when it is on (src/near_tier.ts). */
+  readonly #near: NearTier | undefined;
+  /** The targets whose tracking was lost and not armed again yet (for the log). */
+  readonly #trackingLost = new Set<string>();
   #closed = false;
 
   /** The npm package whose client this provider drives. */
@@ -129,6 +138,12 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       (error) => this.#log.fault("listener", "A cache event listener threw; ignored", error),
     );
     this.#op = operations(this.#metrics);
+    this.#otel = attachOtel(this.#metrics, options.otel, () => ({
+      system: this.clientPackage === "iovalkey" ? "valkey" : "redis",
+      config,
+      name: this.name,
+      stats: () => this.stats(),
+    }), this.#log);
     const clientPackage = () => this.clientPackage;
     const envPrefix = () => this.#envPrefix();
     const topology = chooseTopology({
@@ -162,6 +177,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     this.#coalescer = new Coalescer({
       get: (key) => this.#servers.get(key),
       mget: (keys) => this.#servers.mget(keys),
+      getWithTtl: (keys) =>
+        this.#servers.runResendable("read_with_ttl", keys, []) as Promise<unknown[]>,
       groups: (keys) => this.#servers.slotGroups(keys),
       endOfTick: (flush) => this.#servers.endOfTick(flush),
       refusal: (key) => this.#servers.refusal(key),
@@ -169,6 +186,15 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         this.#write(registry, keys, texts, ttlMs, tags),
     });
     const layout = this.#layout;
+    const near = this.#options.nearCache;
+    this.#near = near === null ? undefined : new NearTier(near, {
+      drop: (kind, count) => {
+        if (this.#metrics.listening) {
+          this.#metrics.emit(`near-${kind}`, "nearCache", 0, undefined, undefined, count);
+        }
+      },
+      state: (target, armed, reason) => this.#trackingState(target, armed, reason),
+    });
     this.#tags = {
       servers: () => this.#now(),
       clustered: layout.clustered,
@@ -210,12 +236,15 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
    */
   async connect(): Promise<boolean> {
     if (this.#closed) return false;
+    // With the otel option, recording starts before the first call (never rejects).
+    await this.#otel.ready;
     // A missing client library or an unreadable CA file is the caller's to fix: thrown.
     await this.#servers.open();
     // A close() during the awaits above found no connection to close: open none now.
     if (this.#closed) return false;
     try {
-      await this.#servers.ready();
+      // The near cache's subscribers connect alongside; until they are armed it is bypassed.
+      await Promise.all([this.#servers.ready(), this.#startNearCache()]);
       if (this.#closed) return false;
       this.#log.recovered("connect");
       return true;
@@ -253,7 +282,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   /** Closes every connection; later calls are misses. */
   async close(): Promise<void> {
     this.#closed = true;
-    await this.#servers.close();
+    this.#otel.close();
+    await Promise.all([this.#servers.close(), this.#near?.close()]);
   }
 
   /** The cached value, or `null` on a miss or a server fault (logged). */
@@ -261,9 +291,17 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
     const key = this.#layout.entryKey(this.name, this.#hash(input), companyId);
+    const near = this.#near;
+    if (near !== undefined) {
+      const local = near.cache.getText(key);
+      if (local !== undefined) {
+        this.#metrics.lookup(this.#op.get, true, start, companyId, key);
+        return this.#parse<T>(local, key);
+      }
+    }
     let text: string | null;
     try {
-      text = await this.#coalescer.read(key);
+      text = await this.#fetchText(key);
     } catch (error) {
       this.#fault("get", error);
       this.#metrics.failed(this.#op.get, start, companyId, key);
@@ -309,9 +347,11 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         key,
         this.#layout.registryKey(hash, companyId),
       ], []);
+      this.#near?.changed([key]);
       this.#metrics.timed(this.#op.delete, start);
       return deleted === 1;
     } catch (error) {
+      this.#near?.changed([key]);
       this.#fault("delete", error);
       this.#metrics.failed(this.#op.delete, start, companyId, key);
       return false;
@@ -323,6 +363,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
     const key = this.#layout.entryKey(this.name, this.#hash(input), companyId);
+    if (this.#near?.cache.getText(key) !== undefined) {
+      this.#metrics.timed(this.#op.exists, start);
+      return true;
+    }
     try {
       const found = (await this.#now().exists(key)) === 1;
       this.#metrics.timed(this.#op.exists, start);
@@ -347,7 +391,9 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     if (keys.length === 0) return [];
     let texts: (string | null)[];
     try {
-      texts = await this.#now().readMany(keys, (error) => this.#fault("getMany", error));
+      texts = this.#near === undefined
+        ? await this.#now().readMany(keys, (error) => this.#fault("getMany", error))
+        : await this.#readManyNear(keys);
     } catch (error) {
       this.#fault("getMany", error);
       this.#metrics.failed(this.#op.getMany, start, companyId);
@@ -434,10 +480,13 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         }
       }
     } catch (error) {
+      this.#dropScope(companyId);
       this.#fault("invalidateTags", error);
       this.#metrics.failed(this.#op.invalidateTags, start, companyId);
       return deleted;
     }
+    // Which local entries carried the tags is not known here: the scope's go.
+    this.#dropScope(companyId);
     this.#metrics.cleared(this.#op.invalidateTags, start, deleted, companyId);
     return deleted;
   }
@@ -502,7 +551,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       this.#metrics.failed(this.#op.clearAll, start);
       return 0;
     }
-    return await this.#clearRegistries(
+    const cleared = await this.#clearRegistries(
       registries,
       this.#op.clearAll,
       start,
@@ -510,6 +559,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       undefined,
       (onBatch) => this.#sweepTagSets(onBatch),
     );
+    this.#near?.cache.flush();
+    return cleared;
   }
 
   /**
@@ -559,7 +610,9 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
 
   /** Counters and latency percentiles since this provider was created. */
   stats(): CacheStats {
-    return this.#metrics.snapshot(this.#servers.openCircuits());
+    const stats = this.#metrics.snapshot(this.#servers.openCircuits());
+    if (this.#near !== undefined) stats.nearCache = this.#near.stats();
+    return stats;
   }
 
   /**
@@ -575,7 +628,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   /** The primitives of getOrSet, each one command or script on this provider's servers. */
   #store(): GetOrSetStore {
     return {
-      get: (key) => this.#coalescer.read(key),
+      get: (key) => this.#readText(key),
       readOrLock: async (keys, token, lockMs, staleMs) => {
         // The token's first 48 bits seed a missing generation counter with a random value.
         const seed = parseInt(token.slice(0, 12), 16);
@@ -595,6 +648,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
           names,
           [ttlMs, this.#upkeep.inScriptSample, text, reply.generation, reply.all, token],
         )) === 1;
+        this.#near?.changed([keys.key]);
         if (stored) this.#afterWrite(keys.registry, tags);
         return stored;
       },
@@ -631,9 +685,12 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
           [ttlMs, this.#upkeep.inScriptSample, tags.sets.length, ...texts],
         );
       }
+      this.#near?.changed(keys);
       this.#afterWrite(registry, tags);
       return true;
     } catch (error) {
+      // It may still land: what was held is stale either way.
+      this.#near?.changed(keys);
       this.#fault("set", error);
       return false;
     }
@@ -671,10 +728,12 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       }
       if (finish) await finish(onBatch);
     } catch (error) {
+      this.#dropScope(companyId);
       this.#fault("clear", error);
       this.#metrics.failed(op, start, companyId);
       return deleted;
     }
+    this.#dropScope(companyId);
     this.#metrics.cleared(op, start, deleted, companyId);
     return deleted;
   }
@@ -728,6 +787,109 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   }
 
   /**
+   * The value text at `key`: from the near cache when it holds it, else read (through the near
+   * cache, which installs the reply, while it serves).
+   */
+  #readText(key: string): Promise<string | null> {
+    const local = this.#near?.cache.getText(key);
+    return local === undefined ? this.#fetchText(key) : Promise.resolve(local);
+  }
+
+  /** The value text at `key` from the server (installed in the near cache while it serves). */
+  #fetchText(key: string): Promise<string | null> {
+    const near = this.#near;
+    if (near !== undefined && near.cache.valid) {
+      return near.read(key, (k) => this.#coalescer.readWithTtl(k));
+    }
+    return this.#coalescer.read(key);
+  }
+
+  /**
+   * getMany with the near cache: what it holds, and the rest read through it in one
+   * `read_with_ttl` call per slot (or one MGET per slot while it does not serve). A slot whose
+   * server fails reads as misses; the others are still served.
+   */
+  async #readManyNear(keys: string[]): Promise<(string | null)[]> {
+    const near = this.#near!;
+    const texts: (string | null)[] = new Array(keys.length).fill(null);
+    const missing: number[] = [];
+    for (let i = 0; i < keys.length; i++) {
+      const local = near.cache.getText(keys[i]);
+      if (local === undefined) missing.push(i);
+      else texts[i] = local;
+    }
+    if (missing.length === 0) return texts;
+    const missKeys = missing.map((i) => keys[i]);
+    const servers = this.#now();
+    if (!near.cache.valid) {
+      const read = await servers.readMany(missKeys, (error) => this.#fault("getMany", error));
+      missing.forEach((position, i) => texts[position] = read[i]);
+      return texts;
+    }
+    await Promise.all(
+      servers.slotGroups(missKeys).map(async (group) => {
+        const groupKeys = group.map((i) => missKeys[i]);
+        try {
+          const read = await near.readMany(groupKeys, (ks) => this.#readWithTtl(servers, ks));
+          group.forEach((at, i) => texts[missing[at]] = read[i]);
+        } catch (error) {
+          this.#fault("getMany", error);
+        }
+      }),
+    );
+    return texts;
+  }
+
+  /** One `read_with_ttl` call on keys of one slot: each key's value and PTTL. */
+  async #readWithTtl(servers: Servers, keys: string[]): Promise<TextWithTtl[]> {
+    const flat = await servers.runResendable("read_with_ttl", keys, []) as unknown[];
+    return keys.map((_, i) => [flat[2 * i] as string | null, Number(flat[2 * i + 1])]);
+  }
+
+  /**
+   * Drops this process's near-cache entries of one scope (`undefined`: global), after a clear
+   * or a tag invalidation of it: its own invalidations from the server may come later than the
+   * call resolves.
+   */
+  #dropScope(companyId: string | undefined): void {
+    const near = this.#near;
+    if (near === undefined || near.cache.size === 0) return;
+    const layout = this.#layout;
+    const name = this.name;
+    near.cache.invalidateWhere((key) =>
+      key.length > 64 && key === layout.entryKey(name, key.slice(-64), companyId)
+    );
+  }
+
+  /** Starts the near cache's subscribers (when it is on); a fault leaves it bypassed. */
+  async #startNearCache(): Promise<void> {
+    const near = this.#near;
+    if (near === undefined) return;
+    const prefixes = trackedPrefixes(this.config.prefix, [this.name], this.#layout.clustered);
+    try {
+      await near.start(this.#servers, prefixes, this.#options.timeoutMs);
+    } catch (error) {
+      this.#log.fault("near cache", "Cannot start the near cache's tracking; it stays off", error);
+    }
+  }
+
+  /**
+   * A server's tracking armed or lost: one line when it is lost, one when it is armed again
+   * (not at connect, nor at close).
+   */
+  #trackingState(target: string, armed: boolean, reason: string): void {
+    if (this.#closed) return;
+    if (!armed) {
+      this.#trackingLost.add(target);
+      this.#log.info(
+        `Near cache: tracking on ${target} lost (${reason}); emptied and bypassed until it is re-armed`,
+      );
+    } else if (this.#trackingLost.delete(target)) {
+      this.#log.info(`Near cache: tracking re-armed on ${target}`);
+    }
+  }
+
+  /**
    * The servers for any command but a coalesced GET or write: what this tick gathered goes out
    * first, so calls reach the servers in the order they were made.
    */
@@ -768,6 +930,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   }
 
   #fault(operation: string, error: unknown): void {
+    // The OpenTelemetry recorder names the failed call's error.type after it.
+    this.#metrics.noteFault(error);
     // A call refused by an open breaker: the breaker's opening line said it once.
     if (error instanceof CircuitOpenError) return;
     const cause = faultCause(error, this.#envPrefix());

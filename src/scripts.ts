@@ -25,6 +25,7 @@ export const SCRIPT_NAMES = [
   "set_and_register_tags",
   "invalidate_tag",
   "invalidate_members",
+  "read_with_ttl",
 ] as const;
 
 /** One script's name. */

@@ -13,6 +13,10 @@ import type { RedisConfig } from "./config.ts";
 import type { KeyLayout } from "./layout.ts";
 import type { FaultLog } from "./log.ts";
 import type { ScriptName } from "./scripts.ts";
+import type { TrackingGroup, TrackingGroupOptions } from "./tracking_group.ts";
+
+/** What `Servers.track` is given: the near cache, its prefixes and settings, and listeners. */
+export type TrackOptions = Omit<TrackingGroupOptions, "Client" | "clientOptions">;
 
 /** A node's SCAN, each call bounded by the provider's timeout. */
 export type Scanner = Pick<ProtocolClient, "scan">;
@@ -89,6 +93,12 @@ export interface Servers {
   srem(key: string, ...members: string[]): Promise<number>;
   /** SSCAN with a COUNT hint. */
   sscan(key: string, cursor: string, count: number): Promise<[string, string[]]>;
+  /**
+   * Starts the near cache's invalidation subscribers: one per server that holds entries (the
+   * server; each master of a cluster, following its topology). `undefined` before `open()` or
+   * after `close()`.
+   */
+  track(options: TrackOptions): Promise<TrackingGroup | undefined>;
 }
 
 /**

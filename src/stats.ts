@@ -37,9 +37,22 @@ export interface CacheEvent {
    * `set`: an entry was stored; `error`: a server fault was served as a miss (or a background
    * refresh failed); `clear`: a tenant, the global scope or everything was cleared;
    * `circuit-open` / `circuit-close`: the circuit breaker of `target` opened (its calls are
-   * served as misses at once) or closed again (`ms`: how long it was open).
+   * served as misses at once) or closed again (`ms`: how long it was open);
+   * `near-invalidation` / `near-eviction` / `near-flush`: near-cache entries dropped (`count` of
+   * them) by invalidations (the server's, or this process's own writes and clears), by its
+   * memory bounds, or all at once (a FLUSHALL, tracking lost, a topology change).
    */
-  type: "hit" | "miss" | "set" | "error" | "clear" | "circuit-open" | "circuit-close";
+  type:
+    | "hit"
+    | "miss"
+    | "set"
+    | "error"
+    | "clear"
+    | "circuit-open"
+    | "circuit-close"
+    | "near-invalidation"
+    | "near-eviction"
+    | "near-flush";
   /** The call: `get`, `set`, `getMany`, `setMany`, `getOrSet`, `clearCompany`, ... */
   operation: string;
   /** The tenant addressed, when the call addressed one. */
@@ -52,6 +65,41 @@ export interface CacheEvent {
   count?: number;
   /** For `circuit-open` / `circuit-close`: the server (`host:port`) whose breaker it was. */
   target?: string;
+}
+
+/**
+ * The near cache's figures, in `cacheStats()` when it is on.
+ *
+ * @example Reading the near cache's figures
+ * ```ts
+ * import type { CacheStats, NearCacheStats } from "@core-lib/cache";
+ * import assert from "node:assert/strict";
+ *
+ * function hitRatio(stats: CacheStats): number {
+ *   const near: NearCacheStats | undefined = stats.nearCache;
+ *   if (near === undefined) return 0;
+ *   return near.hits / Math.max(1, near.hits + near.misses);
+ * }
+ * assert.equal(hitRatio({ nearCache: { hits: 3, misses: 1 } } as CacheStats), 0.75);
+ * ```
+ */
+export interface NearCacheStats {
+  /** Lookups served from memory. */
+  hits: number;
+  /** Lookups not served from memory (absent, expired, or tracking not armed). */
+  misses: number;
+  /** Entries dropped by an invalidation (the server's, or this process's own write or clear). */
+  invalidations: number;
+  /** Entries dropped to stay within `maxEntries` / `maxBytes`. */
+  evictions: number;
+  /** Times every entry was dropped (a FLUSHALL / FLUSHDB, tracking lost, a topology change). */
+  flushes: number;
+  /** Entries held now. */
+  entries: number;
+  /** Bytes of value JSON text held now. */
+  bytes: number;
+  /** Whether tracking is armed on every server now (the near cache serves only then). */
+  armed: boolean;
 }
 
 /**
@@ -152,6 +200,12 @@ export interface CacheStats {
   circuitCloses: number;
   /** The servers (`host:port`) whose breaker is open now: their calls are served as misses. */
   openCircuits: string[];
+  /**
+   * The near cache's figures, when it is on: lookups served from memory (`hits`) or not
+   * (`misses`), entries dropped by invalidations, evictions and flushes, what it holds, and
+   * whether tracking is armed. Its hits are counted in `hits` too.
+   */
+  nearCache?: NearCacheStats;
   /** Latency percentiles per operation that was called at least once. */
   operations: Record<string, OperationStats>;
 }
@@ -219,6 +273,29 @@ function round(ms: number): number {
 }
 
 /**
+ * Told of every call `Metrics` records, when one is attached (`Metrics.recorder`): the
+ * OpenTelemetry recorder of src/otel.ts. Each method runs synchronously inside the cache call,
+ * after the call's own counters; `start` is its `performance.now()` start and `ms` its duration.
+ */
+export interface MetricsRecorder {
+  /** A read: `hits` and `misses` among its keys (one key for `get` and `getOrSet`). */
+  lookup(
+    op: Histogram,
+    hits: number,
+    misses: number,
+    start: number,
+    ms: number,
+    companyId: string | undefined,
+  ): void;
+  /** A call that succeeded and is not a read (a write, delete, exists, clear, prune). */
+  call(op: Histogram, start: number, ms: number, companyId: string | undefined): void;
+  /** A call served as a miss / `false` / `0` because of a server fault. */
+  failed(op: Histogram, start: number, ms: number, companyId: string | undefined): void;
+  /** The fault a provider is about to serve as a miss (it precedes the `failed` it causes). */
+  fault(error: unknown): void;
+}
+
+/**
  * One provider's counters, histograms and event listeners. The recording methods take the
  * `performance.now()` of the call's start and measure the end themselves.
  */
@@ -235,6 +312,13 @@ export class Metrics {
   clears = 0;
   circuitOpens = 0;
   circuitCloses = 0;
+  /** getOrSet `compute()` runs (reported to OpenTelemetry; not part of `CacheStats`). */
+  computes = 0;
+  /**
+   * The OpenTelemetry recorder while the `otel` option is on (src/otel.ts), else `undefined`:
+   * then a call pays one property check for it.
+   */
+  recorder: MetricsRecorder | undefined = undefined;
   readonly #histograms = new Map<string, Histogram>();
   readonly #listeners = new Set<CacheEventListener>();
   readonly #onListenerError: (error: unknown) => void;
@@ -308,6 +392,8 @@ export class Metrics {
     op.record(ms);
     if (hit) this.hits++;
     else this.misses++;
+    const recorder = this.recorder;
+    if (recorder !== undefined) recorder.lookup(op, hit ? 1 : 0, hit ? 0 : 1, start, ms, companyId);
     if (this.#listeners.size !== 0) this.emit(hit ? "hit" : "miss", op.name, ms, companyId, key);
   }
 
@@ -325,6 +411,7 @@ export class Metrics {
     for (const hit of found) if (hit) hits++;
     this.hits += hits;
     this.misses += found.length - hits;
+    this.recorder?.lookup(op, hits, found.length - hits, start, ms, companyId);
     if (this.#listeners.size === 0) return;
     for (let i = 0; i < keys.length; i++) {
       this.emit(found[i] ? "hit" : "miss", op.name, ms, companyId, keys[i]);
@@ -336,6 +423,7 @@ export class Metrics {
     const ms = performance.now() - start;
     op.record(ms);
     this.sets += count;
+    this.recorder?.call(op, start, ms, companyId);
     if (this.#listeners.size !== 0) {
       this.emit("set", op.name, ms, companyId, key, key === undefined ? count : undefined);
     }
@@ -343,7 +431,9 @@ export class Metrics {
 
   /** A call that needs only its latency recorded (delete, exists, prune). */
   timed(op: Histogram, start: number): void {
-    op.record(performance.now() - start);
+    const ms = performance.now() - start;
+    op.record(ms);
+    this.recorder?.call(op, start, ms, undefined);
   }
 
   /** A fault inside a call whose latency is recorded separately: counted, and an error event. */
@@ -357,7 +447,16 @@ export class Metrics {
     const ms = performance.now() - start;
     op.record(ms);
     this.errors++;
+    this.recorder?.failed(op, start, ms, companyId);
     if (this.#listeners.size !== 0) this.emit("error", op.name, ms, companyId, key);
+  }
+
+  /**
+   * The fault a provider is about to serve as a miss: the recorder names the `error.type` of the
+   * `failed` call(s) it causes from it. A no-op without a recorder.
+   */
+  noteFault(error: unknown): void {
+    this.recorder?.fault(error);
   }
 
   /** A clear that deleted `count` keys. */
@@ -365,6 +464,7 @@ export class Metrics {
     const ms = performance.now() - start;
     op.record(ms);
     this.clears++;
+    this.recorder?.call(op, start, ms, companyId);
     if (this.#listeners.size !== 0) this.emit("clear", op.name, ms, companyId, undefined, count);
   }
 

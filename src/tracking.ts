@@ -48,6 +48,12 @@ export interface TrackingOptions {
   onState?(armed: boolean, reason: string): void;
   /** Told of every invalidation message (`null`: a flush), after the near cache applied it. */
   onInvalidation?(keys: string[] | null): void;
+  /**
+   * Told that this subscriber's stream is current as of `until - maxStaleness` (the near cache's
+   * clock); without it, the near cache's own `validate`. A group of subscribers (one per cluster
+   * master) validates the near cache only up to the earliest of theirs.
+   */
+  validate?(until: number): void;
 }
 
 /** The commands the subscriber sends besides those of {@linkcode ProtocolClient}. */
@@ -206,7 +212,7 @@ export class TrackingSubscriber {
       // came with the loss of the previous connection) and the reads begun before now were void.
       this.#lastAnsweredAt = sentAt;
       this.#armed = true;
-      nearCache.validate(sentAt + maxStalenessMs);
+      this.#validate(sentAt + maxStalenessMs);
       this.#options.onState?.(true, "armed");
       const waiters = this.#armWaiters;
       this.#armWaiters = [];
@@ -228,7 +234,7 @@ export class TrackingSubscriber {
     client.ping().then(() => {
       if (generation !== this.#generation || !this.#armed || this.#overdue(client)) return;
       if (sentAt > this.#lastAnsweredAt) this.#lastAnsweredAt = sentAt;
-      nearCache.validate(sentAt + maxStalenessMs);
+      this.#validate(sentAt + maxStalenessMs);
     }, () => {
       // The next beat, or "close", handles it.
     });
@@ -245,6 +251,12 @@ export class TrackingSubscriber {
     this.#lost("heartbeat unanswered");
     drop(client);
     return true;
+  }
+
+  #validate(until: number): void {
+    const { validate, nearCache } = this.#options;
+    if (validate) validate(until);
+    else nearCache.validate(until);
   }
 
   #deliver(message: unknown): void {

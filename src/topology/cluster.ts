@@ -22,9 +22,10 @@ import {
   type ScriptClient,
   type ScriptName,
 } from "../scripts.ts";
-import type { Scanner, Servers, Topology, TopologyOptions } from "../servers.ts";
+import type { Scanner, Servers, Topology, TopologyOptions, TrackOptions } from "../servers.ts";
 import { groupBySlot, keySlot } from "../slots.ts";
 import type { StallWatch } from "../stall_watch.ts";
+import { TrackingGroup } from "../tracking_group.ts";
 import {
   clusterOptions,
   clusterScriptClient,
@@ -35,6 +36,7 @@ import {
   closeAll,
   connectionFault,
   dropConnection,
+  loadLibrary,
   loadOpenParts,
   send,
   tlsOptions,
@@ -286,6 +288,42 @@ export class ClusterServers implements Servers {
   }
 
   /**
+   * One subscriber per master that serves slots, following the cluster client's slot table: each
+   * refresh of it (a redirection, a failover, a node added or gone) that changed the masters or
+   * their slots empties the near cache and re-arms tracking on the masters as they are now.
+   */
+  async track(options: TrackOptions): Promise<TrackingGroup | undefined> {
+    const cluster = this.#clients[0];
+    if (cluster === undefined || this.#closed) return undefined;
+    const { config, timeoutMs, envPrefix, clientPackage } = this.#options;
+    const Client = await loadLibrary(() => this.#options.loadClient(), clientPackage);
+    const tls = config.tls ? await tlsOptions(config, envPrefix) : undefined;
+    // Each node is checked against its own host name, not the first seed's.
+    if (tls) delete tls.servername;
+    if (this.#closed) return undefined;
+    const group = new TrackingGroup({
+      ...options,
+      Client,
+      clientOptions: {
+        username: config.username,
+        password: config.password,
+        tls,
+        connectTimeout: timeoutMs,
+      },
+    });
+    const follow = () => {
+      const owners = slotOwners(cluster);
+      // Before the first slot table there is nothing to track yet (the near cache stays off).
+      if (owners.targets.length > 0) group.setTargets(owners.targets, owners.layout);
+    };
+    cluster.on("refresh", follow);
+    cluster.on("+node", follow);
+    cluster.on("-node", follow);
+    follow();
+    return group;
+  }
+
+  /**
    * The refusal of the breaker of `key`'s master when it is open, else `undefined`. Costs nothing
    * while every breaker is closed; otherwise one slot computation and table lookup.
    */
@@ -474,6 +512,28 @@ export class ClusterServers implements Servers {
       }),
     );
   }
+}
+
+/**
+ * The masters serving slots in a cluster client's slot table, and the table itself in runs of
+ * slots (`<first>-<last>=<host:port>`), which changes with a reshard or a failover.
+ */
+function slotOwners(cluster: ClusterClient): { targets: string[]; layout: string } {
+  const slots = (cluster as unknown as { slots?: (string[] | undefined)[] }).slots ?? [];
+  const targets = new Set<string>();
+  const runs: string[] = [];
+  let from = 0;
+  for (let slot = 0; slot <= slots.length; slot++) {
+    const owner = slots[slot]?.[0];
+    if (slot < slots.length && owner === slots[from]?.[0]) continue;
+    const previous = slots[from]?.[0];
+    if (previous !== undefined) {
+      targets.add(previous);
+      runs.push(`${from}-${slot - 1}=${previous}`);
+    }
+    from = slot;
+  }
+  return { targets: [...targets], layout: runs.join(",") };
 }
 
 /** A node connection's `host:port`, as the cluster client's slot table names it. */

@@ -14,8 +14,9 @@ import { commandName } from "../faults.ts";
 import { StandaloneLayout } from "../layout.ts";
 import { ScriptUpkeep } from "../registry_upkeep.ts";
 import { registerScripts, runScript, type Script, type ScriptName } from "../scripts.ts";
-import type { Scanner, Servers, Topology, TopologyOptions } from "../servers.ts";
+import type { Scanner, Servers, Topology, TopologyOptions, TrackOptions } from "../servers.ts";
 import { type StallWatch, watchStalls } from "../stall_watch.ts";
+import { TrackingGroup } from "../tracking_group.ts";
 import {
   closeAll,
   connectionFault,
@@ -49,6 +50,8 @@ export class StandaloneServers implements Servers {
   #watches: StallWatch[] = [];
   #next = 0;
   #scripts: Record<ScriptName, Script> | undefined;
+  /** The client library's class and the TLS options, from `open()`. */
+  #library: { Client: ClientConstructor; tls: Record<string, unknown> | undefined } | undefined;
   #closed = false;
   #lastConnectionError: unknown;
   /** The server's breaker; `undefined` when turned off. */
@@ -95,6 +98,7 @@ export class StandaloneServers implements Servers {
     );
     if (parts === undefined || this.#clients.length > 0) return;
     this.#scripts = parts.scripts;
+    this.#library = { Client: parts.Library, tls: parts.tls };
     for (let i = 0; i < this.#options.poolSize; i++) {
       this.#clients.push(this.#createClient(parts.Library, parts.tls));
     }
@@ -200,6 +204,26 @@ export class StandaloneServers implements Servers {
   sscan(key: string, cursor: string, count: number): Promise<[string, string[]]> {
     if (this.#breaker?.open) return this.#breaker.refusal;
     return send(() => (this.#pick() as unknown as SetCommands).sscan(key, cursor, "COUNT", count));
+  }
+
+  /** One subscriber, to the server, with the data connections' credentials, TLS and database. */
+  track(options: TrackOptions): Promise<TrackingGroup | undefined> {
+    const library = this.#library;
+    if (library === undefined || this.#closed) return Promise.resolve(undefined);
+    const { config, timeoutMs } = this.#options;
+    const group = new TrackingGroup({
+      ...options,
+      Client: library.Client,
+      clientOptions: {
+        db: config.db,
+        username: config.username,
+        password: config.password,
+        tls: library.tls,
+        connectTimeout: timeoutMs,
+      },
+    });
+    group.setTargets([`${urlHost(config.host)}:${config.port}`]);
+    return Promise.resolve(group);
   }
 
   /**
