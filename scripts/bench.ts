@@ -11,6 +11,8 @@
  *   deno task bench --filter cluster    (only the cluster rows)
  *   deno task bench --filter tag        (only the tag rows: a tagged set, a big tag invalidated)
  *   deno task bench --filter otel       (only get hit with OpenTelemetry metrics on vs off)
+ *   deno task bench --filter near       (only the near-cache rows; under `bench:node` also the
+ *                                        peer rows against BentoCache)
  *
  * Starts its own redis-server and valkey-server on free loopback ports (tests/harness.ts), or
  * uses REDIS_URL / VALKEY_URL. Uses only `node:` modules so it runs unchanged under Node.
@@ -23,11 +25,14 @@
  * @module
  */
 
+import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import {
   cacheClearCompany,
+  type CacheEvent,
   cacheGet,
   cacheGetMany,
   cacheInvalidateTags,
@@ -35,6 +40,7 @@ import {
   cacheSetMany,
   closeCache,
   getCacheClient,
+  type NearCacheOptions,
   RedisCache,
   RedisConfig,
   setCache,
@@ -152,13 +158,18 @@ const SLICES = 4;
  * frequency, a neighbour's load, GC) hits every side alike:
  * - one worker: call by call (A B A B ...), each side's rate being its calls over the time spent
  *   in them;
- * - more workers: in SLICES slices per side (A B A B ...), each slice drained before the next, a
- *   side's rate being its calls over the time of its slices.
+ * - more workers (or `sliced`): in SLICES slices per side (A B A B ...), each slice drained before
+ *   the next, a side's rate being its calls over the time of its slices.
  */
-async function runInterleaved(ops: Op[], workers: number, ms: number): Promise<Sample[]> {
+async function runInterleaved(
+  ops: Op[],
+  workers: number,
+  ms: number,
+  sliced = false,
+): Promise<Sample[]> {
   const latencies = ops.map(() => [] as number[]);
   const spent = ops.map(() => 0);
-  if (workers === 1) {
+  if (workers === 1 && !sliced) {
     const deadline = performance.now() + ms * ops.length;
     while (performance.now() < deadline) {
       for (let i = 0; i < ops.length; i++) {
@@ -219,9 +230,14 @@ async function compare(
     target?: number;
     /** Text for the row, or a function run after the measurement that gives it. */
     note?: string | (() => Promise<string>);
+    /** One worker in slices (as for callers in flight) instead of call by call. */
+    sliced?: boolean;
+    /** Run before the measurement (e.g. CONFIG RESETSTAT for a note of server costs). */
+    before?: () => Promise<unknown>;
   } = {},
 ): Promise<void> {
   if (!selected(name)) return;
+  await options.before?.();
   const workers = options.workers ?? 1;
   await run(sides.bare, workers, DURATION / 2);
   await run(sides.lib, workers, DURATION / 2);
@@ -231,9 +247,9 @@ async function compare(
   for (let round = 0; round < ROUNDS; round++) {
     let b: Sample, l: Sample;
     if (round % 2 === 0) {
-      [b, l] = await runInterleaved([sides.bare, sides.lib], workers, DURATION);
+      [b, l] = await runInterleaved([sides.bare, sides.lib], workers, DURATION, options.sliced);
     } else {
-      [l, b] = await runInterleaved([sides.lib, sides.bare], workers, DURATION);
+      [l, b] = await runInterleaved([sides.lib, sides.bare], workers, DURATION, options.sliced);
     }
     bare.push(b);
     lib.push(l);
@@ -261,6 +277,15 @@ async function serverCost(client: BareClient): Promise<string> {
   const usec = (command: string) =>
     Number(stats.match(new RegExp(`cmdstat_${command}:.*?usec_per_call=([\\d.]+)`))?.[1]);
   return `server µs/call: SET ${fmt(usec("set"), 2)}, EVALSHA ${fmt(usec("evalsha"), 2)}`;
+}
+
+/** The server's own µs per call of `commands` since the last CONFIG RESETSTAT, for a note. */
+async function serverCalls(client: BareClient, commands: string[]): Promise<string> {
+  const stats = await client.info("commandstats");
+  const usec = (command: string) =>
+    Number(stats.match(new RegExp(`cmdstat_${command}:.*?usec_per_call=([\\d.]+)`))?.[1]);
+  const parts = commands.map((command) => `${command.toUpperCase()} ${fmt(usec(command), 2)}`);
+  return `server µs/call: ${parts.join(", ")}`;
 }
 
 /** Several library variants against one bare baseline, interleaved round-robin. */
@@ -803,6 +828,548 @@ async function benchOtel(server: TestServer, label: string): Promise<void> {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Near cache
+
+/** What the near-cache rows measured besides ratios (in `--json`). */
+const nearFigures: Record<string, unknown>[] = [];
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Epoch milliseconds with sub-millisecond precision: one clock for this process and its worker. */
+const epochMs = () => performance.timeOrigin + performance.now();
+
+/**
+ * A provider of `server` with the near cache on (`nearCache`) or off, named `name` so that its
+ * keys lie under a prefix of their own: the near-cache providers track `cache:<name>:` and
+ * `cache:tenant:`, so the writes of a provider named otherwise (the "off" side) send them nothing.
+ */
+function nearProvider(
+  server: TestServer,
+  name: string,
+  nearCache: boolean | NearCacheOptions,
+): RedisCache | ValkeyCache {
+  const config = new (server.kind === "redis" ? RedisConfig : ValkeyConfig)({ url: server.url });
+  const options = { config, name, nearCache };
+  return server.kind === "redis"
+    ? new RedisCache(options)
+    : new ValkeyCache({ ...options, config: config as ValkeyConfig });
+}
+
+/** Connects `cache` and waits until its near cache's tracking is armed (it serves only then). */
+async function armed(cache: RedisCache | ValkeyCache): Promise<void> {
+  if (!(await cache.connect())) throw new Error("near bench: connect failed");
+  const deadline = performance.now() + 5000;
+  while (cache.stats().nearCache?.armed !== true) {
+    if (performance.now() > deadline) throw new Error("near bench: tracking not armed");
+    await sleep(5);
+  }
+}
+
+/**
+ * The near-cache rows (`--filter near`), each in the same run on the same server:
+ * - get hit, sequential, against a bare GET on the provider's own connection (target ≥ 25), and
+ *   100 in flight against an auto-pipelined bare client (target ≥ 4);
+ * - against the same calls on a provider with the near cache off (target ≥ 0.9): a get miss (the
+ *   entry absent on the server: the near-cache side sends a `read_with_ttl` script call, GET and
+ *   PTTL, where the other sends a GET or MGET); a get of an entry present on the server that the
+ *   near cache evicted since its last read (each side cycles through 1,000 entries, the near cache
+ *   holding 100, so every read misses locally, reads through and installs, evicting another); a
+ *   set (the near-cache side also drops its local copy and receives its own write's
+ *   invalidation on its subscriber);
+ * - the delay from a foreign write (a bare client's SET) to the local eviction;
+ * - a tenant clear by one provider reaching a second process whose near cache holds the tenant;
+ * - under Node with BentoCache installed (`deno task bench:node`): a hit against a BentoCache hit.
+ */
+async function benchNear(server: TestServer, label: string): Promise<void> {
+  const rowsOf = {
+    hitSeq: "near cache: get hit, sequential, vs bare GET",
+    hitSlices: "near cache: get hit, sequential, vs bare GET, in slices",
+    hitCon: `near cache: get hit, ${CONCURRENCY} concurrent, vs auto-pipelined client`,
+    missSeq: "near cache: get miss (absent), sequential, on vs off",
+    missCon: `near cache: get miss (absent), ${CONCURRENCY} concurrent, on vs off`,
+    evictSeq: "near cache: get, evicted each time, sequential, on vs off",
+    evictCon: `near cache: get, evicted each time, ${CONCURRENCY} concurrent, on vs off`,
+    setSeq: "near cache: set, sequential, on vs off",
+    setCon: `near cache: set, ${CONCURRENCY} concurrent, on vs off`,
+  };
+  const delayRow = "near cache: invalidation delay, foreign SET to local eviction";
+  const clearRow = `near cache: ${fmt(CLEAR_KEYS)}-key tenant clear seen by another process`;
+  const peerRows = [
+    "near cache vs BentoCache: get hit, sequential",
+    `near cache vs BentoCache: get hit, ${CONCURRENCY} concurrent`,
+  ];
+  const ratioRows = Object.values(rowsOf).filter(selected);
+  const wanted = (name: string) => selected(name);
+  if (ratioRows.length > 0) await benchNearRatios(server, label, rowsOf);
+  if (wanted(delayRow)) await benchNearDelay(server, label, delayRow);
+  if (wanted(clearRow)) await benchNearClear(server, label, clearRow);
+  if (peerRows.some(wanted)) await benchBentoCache(server, label, peerRows);
+}
+
+async function benchNearRatios(
+  server: TestServer,
+  label: string,
+  names: Record<
+    | "hitSeq"
+    | "hitSlices"
+    | "hitCon"
+    | "missSeq"
+    | "missCon"
+    | "evictSeq"
+    | "evictCon"
+    | "setSeq"
+    | "setCon",
+    string
+  >,
+): Promise<void> {
+  const on = nearProvider(server, "on", true);
+  const off = nearProvider(server, "of", false);
+  /** Holds 100 entries and reads through 1,000: every read is evicted before it comes again. */
+  const thrash = nearProvider(server, "th", { maxEntries: CONCURRENCY });
+  const ClientClass = await clientClass(server.kind);
+  const piped = new ClientClass({
+    host: server.host,
+    port: server.port,
+    enableAutoPipelining: true,
+  });
+  try {
+    await Promise.all([armed(on), off.connect(), armed(thrash)]);
+    const prefix = on.prefix;
+    const keyOn = (input: unknown) => entryKey(prefix, "on", hashInput(input));
+    const bare = on.client as unknown as BareClient;
+    const small = valueOfSize(100);
+    const hitInput = { query: "near", id: 42 };
+    const missInput = { query: "near", id: -1 };
+    const setInput = { query: "near", id: 43 };
+    const conInputs = Array.from({ length: CONCURRENCY }, (_, i) => ({ query: "near-con", id: i }));
+    const conKeys = conInputs.map(keyOn);
+    const cycle = Array.from(
+      { length: 10 * CONCURRENCY },
+      (_, i) => ({ query: "near-cyc", id: i }),
+    );
+    await on.setMany([hitInput, ...conInputs].map((input) => [input, small] as const));
+    await off.setMany(cycle.map((input) => [input, small] as const));
+    await thrash.setMany(cycle.map((input) => [input, small] as const));
+    // Installed before the rows: the first read of each is a local miss that reads through.
+    await on.getMany([hitInput, ...conInputs]);
+    let turn = 0;
+    const next = () => (turn = (turn + 1) % CONCURRENCY);
+    let at = 0;
+    let atOff = 0;
+    const nextCycle = () => cycle[at = (at + 1) % cycle.length];
+    const nextCycleOff = () => cycle[atOff = (atOff + 1) % cycle.length];
+
+    const hitsBefore = on.stats().nearCache!;
+    await compare(label, names.hitSeq, {
+      bare: () => bare.get(keyOn(hitInput)),
+      lib: () => on.get(hitInput),
+    }, { target: 25, note: "bare: GET on the provider's own connection" });
+    // The same, each side running alone for a slice (4 × DURATION / 4 per round): the hit runs
+    // back to back with its code and data hot, where call by call it runs after each network wait.
+    await compare(label, names.hitSlices, {
+      bare: () => bare.get(keyOn(hitInput)),
+      lib: () => on.get(hitInput),
+    }, { target: 25, sliced: true, note: "bare: GET on the provider's own connection" });
+    await compare(label, names.hitCon, {
+      bare: () => piped.get(conKeys[next()]),
+      lib: () => on.get(conInputs[next()]),
+    }, { workers: CONCURRENCY, target: 4, note: "bare: enableAutoPipelining" });
+    const hitsAfter = on.stats().nearCache!;
+    // Server time per call (INFO commandstats) of each row: the near cache reads with the
+    // read_with_ttl script (GET and PTTL), the other side with GET or MGET.
+    const resetStats = () => bare.call("CONFIG", "RESETSTAT");
+    const reads = (note: string) => async () =>
+      `bare: the same calls, near cache off; ${note}; ${await serverCalls(bare, [
+        "get",
+        "mget",
+        "evalsha",
+      ])}`;
+    await compare(label, names.missSeq, {
+      bare: () => off.get(missInput),
+      lib: () => on.get(missInput),
+    }, { target: 0.9, before: resetStats, note: reads("absent on the server") });
+    await compare(label, names.missCon, {
+      bare: () => off.get(missInput),
+      lib: () => on.get(missInput),
+    }, {
+      workers: CONCURRENCY,
+      target: 0.9,
+      before: resetStats,
+      note: reads("absent on the server"),
+    });
+    const thrashBefore = thrash.stats().nearCache!;
+    const cycled = reads("1,000 entries read in turn, the near cache holds 100");
+    await compare(label, names.evictSeq, {
+      bare: () => off.get(nextCycleOff()),
+      lib: () => thrash.get(nextCycle()),
+    }, { target: 0.9, before: resetStats, note: cycled });
+    await compare(label, names.evictCon, {
+      bare: () => off.get(nextCycleOff()),
+      lib: () => thrash.get(nextCycle()),
+    }, { workers: CONCURRENCY, target: 0.9, before: resetStats, note: cycled });
+    const thrashAfter = thrash.stats().nearCache!;
+    // Both sides write with the same script: its server time would not tell them apart.
+    const writes = "bare: the same calls, near cache off";
+    await compare(label, names.setSeq, {
+      bare: () => off.set(setInput, small),
+      lib: () => on.set(setInput, small),
+    }, { target: 0.9, note: writes });
+    await compare(label, names.setCon, {
+      bare: () => off.set(conInputs[next()], small),
+      lib: () => on.set(conInputs[next()], small),
+    }, { workers: CONCURRENCY, target: 0.9, note: writes });
+
+    // The hit rows were served from memory, the evicted-each-time rows were not.
+    const hitRowMisses = hitsAfter.misses - hitsBefore.misses;
+    const thrashHits = thrashAfter.hits - thrashBefore.hits;
+    console.log(
+      `${label.padEnd(14)} near cache: hit rows ${fmt(hitsAfter.hits - hitsBefore.hits)} hits, ` +
+        `${fmt(hitRowMisses)} misses; evicted-each-time rows ${
+          fmt(thrashAfter.misses - thrashBefore.misses)
+        } misses, ${fmt(thrashHits)} hits, ${
+          fmt(thrashAfter.evictions - thrashBefore.evictions)
+        } LRU evictions`,
+    );
+    nearFigures.push({
+      server: label,
+      row: "near cache: counters",
+      hitRows: { hits: hitsAfter.hits - hitsBefore.hits, misses: hitRowMisses },
+      evictedRows: {
+        hits: thrashHits,
+        misses: thrashAfter.misses - thrashBefore.misses,
+        evictions: thrashAfter.evictions - thrashBefore.evictions,
+      },
+    });
+  } finally {
+    await Promise.all([on.close(), off.close(), thrash.close(), piped.quit()]);
+  }
+}
+
+/**
+ * Delay from a foreign write to the local eviction: a provider with the near cache holds one entry
+ * (read through, checked to be held); a bare client on a connection of its own SETs the key; the
+ * delay runs from just before the SET is sent to the `near-invalidation` event (the listener runs
+ * inside the eviction). Also: the eviction against the SET's reply (negative: before the reply).
+ */
+async function benchNearDelay(server: TestServer, label: string, name: string): Promise<void> {
+  const samples = flags.quick ? 100 : 400;
+  const cache = nearProvider(server, "dl", true);
+  const ClientClass = await clientClass(server.kind);
+  const writer = new ClientClass({ host: server.host, port: server.port });
+  let waiting: ((at: number) => void) | undefined;
+  const unsubscribe = cache.subscribe((event: CacheEvent) => {
+    if (event.type === "near-invalidation" && waiting) {
+      const resolve = waiting;
+      waiting = undefined;
+      resolve(performance.now());
+    }
+  });
+  try {
+    await armed(cache);
+    const input = { query: "near-delay" };
+    const key = entryKey(cache.prefix, "dl", hashInput(input));
+    const value = valueOfSize(100);
+    const text = JSON.stringify(value);
+    await cache.set(input, value);
+    const delays: number[] = [];
+    const afterReply: number[] = [];
+    for (let i = 0; i < samples + 20; i++) {
+      if ((await cache.get(input)) === null) throw new Error("near delay: entry missing");
+      if (cache.stats().nearCache!.entries !== 1) throw new Error("near delay: not held");
+      const evicted = new Promise<number>((resolve) => waiting = resolve);
+      const t0 = performance.now();
+      const replied = writer.set(key, text, "EX", TTL).then(() => performance.now());
+      const [evictedAt, repliedAt] = await Promise.all([evicted, replied]);
+      // The first 20 warm up the JIT and the connections.
+      if (i >= 20) {
+        delays.push(evictedAt - t0);
+        afterReply.push(evictedAt - repliedAt);
+      }
+      await sleep(1);
+    }
+    delays.sort((a, b) => a - b);
+    afterReply.sort((a, b) => a - b);
+    const us = (ms: number) => fmt(ms * 1000);
+    const p50 = percentile(delays, 0.5);
+    const p99 = percentile(delays, 0.99);
+    const max = delays[delays.length - 1];
+    const note = `${samples} foreign SETs: p50 ${us(p50)} µs, p99 ${us(p99)} µs, max ${
+      us(max)
+    } µs (aim p99 ≤ 1,000 ${p99 <= 1 ? "ok" : "MISSED"}); eviction vs SET reply p50 ${
+      us(percentile(afterReply, 0.5))
+    } µs`;
+    const row: Row = {
+      server: label,
+      name,
+      lib: { opsPerSec: NaN, p50Us: p50 * 1000, p99Us: p99 * 1000 },
+      note,
+    };
+    rows.push(row);
+    printRow(row);
+    nearFigures.push({
+      server: label,
+      row: name,
+      samples,
+      p50Us: p50 * 1000,
+      p99Us: p99 * 1000,
+      maxUs: max * 1000,
+      afterReplyP50Us: percentile(afterReply, 0.5) * 1000,
+      afterReplyP99Us: percentile(afterReply, 0.99) * 1000,
+    });
+  } finally {
+    unsubscribe();
+    await Promise.all([cache.close(), writer.quit()]);
+  }
+}
+
+/** `host:port` / `id` / `omem` of the pub/sub connections (CLIENT LIST TYPE pubsub). */
+async function pubsubClients(client: BareClient): Promise<Map<string, number>> {
+  const list = String(await client.call("CLIENT", "LIST", "TYPE", "pubsub"));
+  const clients = new Map<string, number>();
+  for (const line of list.split("\n")) {
+    const id = line.match(/\bid=(\d+)/)?.[1];
+    const omem = line.match(/\bomem=(\d+)/)?.[1];
+    if (id !== undefined) clients.set(id, Number(omem ?? 0));
+  }
+  return clients;
+}
+
+/** Runs scripts/bench_near_worker (`deno run` on the .ts under Deno, `node` on its .js). */
+function startNearWorker(spec: Record<string, unknown>) {
+  const isDeno = "Deno" in globalThis;
+  const file = fileURLToPath(
+    new URL(`./bench_near_worker.${isDeno ? "ts" : "js"}`, import.meta.url),
+  );
+  const args = isDeno
+    ? ["run", "--allow-net=127.0.0.1,localhost", "--allow-env", "--allow-read", "--allow-sys", file]
+    : [file];
+  const child = spawn(process.execPath, args, {
+    env: { ...process.env, BENCH_NEAR_WORKER: JSON.stringify(spec) },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: Record<string, unknown>[] = [];
+  const waiters: (() => void)[] = [];
+  let stderr = "";
+  let buffered = "";
+  let exited: number | null | undefined;
+  child.stdout!.setEncoding("utf8");
+  child.stdout!.on("data", (chunk: string) => {
+    buffered += chunk;
+    let newline: number;
+    while ((newline = buffered.indexOf("\n")) >= 0) {
+      const line = buffered.slice(0, newline).trim();
+      buffered = buffered.slice(newline + 1);
+      if (line.startsWith("{")) lines.push(JSON.parse(line));
+      for (const waiter of waiters.splice(0)) waiter();
+    }
+  });
+  child.stderr!.setEncoding("utf8");
+  child.stderr!.on("data", (chunk: string) => stderr += chunk);
+  child.on("exit", (code) => {
+    exited = code;
+    for (const waiter of waiters.splice(0)) waiter();
+  });
+  /** The first line printed with `field`; rejects when the worker exits without one. */
+  const line = async <T>(field: string, timeoutMs: number): Promise<T> => {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const found = lines.find((l) => field in l);
+      if (found) return found[field] as T;
+      if (exited !== undefined || performance.now() > deadline) {
+        child.kill();
+        throw new Error(`near worker: no "${field}" (exit ${exited}): ${stderr.slice(-2000)}`);
+      }
+      await new Promise<void>((resolve) => {
+        waiters.push(resolve);
+        setTimeout(resolve, 100);
+      });
+    }
+  };
+  return { line, kill: () => child.kill() };
+}
+
+/**
+ * A tenant of CLEAR_KEYS entries held in the near cache of a second process
+ * (scripts/bench_near_worker.ts), cleared by a provider of this process (near cache off): the
+ * time from the start of `clearCompany` to the worker's last eviction, what its subscriber
+ * received (messages, keys, RESP2 bytes), the most output the server buffered for it
+ * (`omem` of CLIENT LIST, polled every 2 ms) against `client-output-buffer-limit pubsub`, and
+ * whether its connection survived (same client id, no flush, still armed).
+ */
+async function benchNearClear(server: TestServer, label: string, name: string): Promise<void> {
+  const tenant = "bench-near-clear";
+  const cacheName = "nc";
+  const clearer = nearProvider(server, cacheName, false);
+  const ClientClass = await clientClass(server.kind);
+  const monitor = new ClientClass({ host: server.host, port: server.port });
+  let worker: ReturnType<typeof startNearWorker> | undefined;
+  try {
+    if (!(await clearer.connect())) throw new Error("near clear: connect failed");
+    const limits = (await monitor.call("CONFIG", "GET", "client-output-buffer-limit")) as string[];
+    const pubsubLimit = String(limits[1]).match(/pubsub (\d+) (\d+) (\d+)/);
+    const [hard, soft, softSeconds] = pubsubLimit
+      ? pubsubLimit.slice(1).map(Number)
+      : [NaN, NaN, NaN];
+    for (let start = 0; start < CLEAR_KEYS; start += 1000) {
+      const batch = [];
+      for (let i = start; i < Math.min(CLEAR_KEYS, start + 1000); i++) {
+        batch.push([{ q: "near-clear", i }, { v: i }] as const);
+      }
+      await clearer.setMany(batch, { companyId: tenant });
+    }
+    const idsBefore = new Set((await pubsubClients(monitor)).keys());
+    worker = startNearWorker({
+      kind: server.kind,
+      url: server.url,
+      name: cacheName,
+      companyId: tenant,
+      count: CLEAR_KEYS,
+    });
+    const ready = await worker.line<{ entries: number; bytes: number; readMs: number }>(
+      "ready",
+      120_000,
+    );
+    if (ready.entries !== CLEAR_KEYS) {
+      throw new Error(`near clear: the worker holds ${ready.entries} of ${CLEAR_KEYS}`);
+    }
+    const subscriberIds = [...(await pubsubClients(monitor)).keys()].filter((id) =>
+      !idsBefore.has(id)
+    );
+    let polling = true;
+    let maxOmem = 0;
+    let polls = 0;
+    const poller = (async () => {
+      while (polling) {
+        const clients = await pubsubClients(monitor);
+        for (const id of subscriberIds) maxOmem = Math.max(maxOmem, clients.get(id) ?? 0);
+        polls++;
+        await sleep(2);
+      }
+    })();
+    const t0 = epochMs();
+    const cleared = await clearer.clearCompany(tenant);
+    const clearMs = epochMs() - t0;
+    const result = await worker.line<{
+      held: number;
+      evicted: number;
+      firstEvictionAt: number;
+      lastEvictionAt: number;
+      messages: number;
+      keys: number;
+      bytes: number;
+      maxKeysPerMessage: number;
+      flushes: number;
+      entriesLeft: number;
+      armed: boolean;
+      cpuMs: number;
+    }>("result", 120_000);
+    polling = false;
+    await poller;
+    const idsAfter = await pubsubClients(monitor);
+    const survived = subscriberIds.length > 0 && subscriberIds.every((id) => idsAfter.has(id)) &&
+      result.flushes === 0 && result.armed;
+    if (cleared !== CLEAR_KEYS) throw new Error(`near clear: cleared ${cleared}`);
+    const lastMs = result.lastEvictionAt - t0;
+    const mb = (bytes: number) => fmt(bytes / (1024 * 1024), 1);
+    const note =
+      `${fmt(result.evicted)} of ${fmt(result.held)} evicted, first ${
+        fmt(result.firstEvictionAt - t0)
+      } ms, last ${fmt(lastMs)} ms after the clear began (clear call ${fmt(clearMs)} ms); ${
+        fmt(result.messages)
+      } messages, ${fmt(result.keys)} keys (≤ ${fmt(result.maxKeysPerMessage)} a message), ${
+        mb(result.bytes)
+      } MB; worker CPU ${fmt(result.cpuMs)} ms; peak omem ${mb(maxOmem)} MB of ${polls} polls ` +
+      `(pubsub limit ${mb(hard)} MB hard, ${mb(soft)} MB for ${softSeconds} s); subscriber ${
+        survived ? "kept its connection" : "LOST its connection"
+      }`;
+    const row: Row = {
+      server: label,
+      name,
+      lib: { opsPerSec: result.evicted / (lastMs / 1000), p50Us: NaN, p99Us: NaN },
+      note,
+    };
+    rows.push(row);
+    printRow(row);
+    nearFigures.push({
+      server: label,
+      row: name,
+      cleared,
+      clearMs,
+      firstEvictionMs: result.firstEvictionAt - t0,
+      lastEvictionMs: lastMs,
+      worker: result,
+      ready,
+      peakOmemBytes: maxOmem,
+      omemPolls: polls,
+      pubsubLimit: { hardBytes: hard, softBytes: soft, softSeconds },
+      survived,
+    });
+  } finally {
+    worker?.kill();
+    await Promise.all([clearer.close(), monitor.quit()]);
+  }
+}
+
+/** The part of BentoCache's API the peer rows use. */
+interface BentoCacheLike {
+  get(options: { key: string }): Promise<unknown>;
+  set(options: { key: string; value: unknown; ttl?: string | number }): Promise<unknown>;
+  disconnect(): Promise<void>;
+}
+
+/**
+ * The peer rows (`deno task bench:node` only): the near cache's hit against BentoCache's hit, both
+ * caches with a memory tier over the same server. BentoCache: `bentostore()` with its memory
+ * driver (defaults: it stores serialized values and parses a copy per hit, as the near cache does)
+ * as L1, its Redis driver as L2 and its Redis bus, on connections of its own. bench_node installs
+ * it outside the package (CACHE_BENCH_PEERS: a module that re-exports it).
+ */
+async function benchBentoCache(server: TestServer, label: string, names: string[]): Promise<void> {
+  const peers = process.env.CACHE_BENCH_PEERS;
+  if (!peers) {
+    console.log(
+      `${label.padEnd(14)} near cache vs BentoCache: skipped (runs under \`deno task bench:node\`)`,
+    );
+    return;
+  }
+  const module = await import(peers) as {
+    version: string;
+    create(connection: { host: string; port: number }): BentoCacheLike;
+  };
+  const bento = module.create({ host: server.host, port: server.port });
+  const near = nearProvider(server, "bn", true);
+  try {
+    await armed(near);
+    const value = valueOfSize(100);
+    const inputs = Array.from({ length: CONCURRENCY }, (_, i) => ({ query: "peer", id: i }));
+    const bentoKeys = inputs.map((_, i) => `peer:${i}`);
+    await near.setMany(inputs.map((input) => [input, value] as const));
+    await near.getMany(inputs);
+    for (const key of bentoKeys) await bento.set({ key, value, ttl: "1h" });
+    for (const key of bentoKeys) await bento.get({ key });
+    let turn = 0;
+    const next = () => (turn = (turn + 1) % CONCURRENCY);
+    const note = `bare: BentoCache ${module.version}, memory + Redis tiers + Redis bus`;
+    const before = near.stats().nearCache!;
+    await compare(label, names[0], {
+      bare: () => bento.get({ key: bentoKeys[0] }),
+      lib: () => near.get(inputs[0]),
+    }, { target: 1.3, note });
+    await compare(label, names[1], {
+      bare: () => bento.get({ key: bentoKeys[next()] }),
+      lib: () => near.get(inputs[next()]),
+    }, { workers: CONCURRENCY, target: 1.3, note });
+    const after = near.stats().nearCache!;
+    console.log(
+      `${label.padEnd(14)} near cache vs BentoCache: near cache ${
+        fmt(after.hits - before.hits)
+      } hits, ${fmt(after.misses - before.misses)} misses`,
+    );
+  } finally {
+    await Promise.all([near.close(), bento.disconnect()]);
+  }
+}
+
 const clears: {
   server: string;
   operation: "clear tenant" | "invalidate tag";
@@ -881,6 +1448,7 @@ async function main(): Promise<void> {
     try {
       const label = await benchServer(server);
       await benchOtel(server, label);
+      await benchNear(server, label);
       await benchCluster(server, label);
     } finally {
       await closeCache();
@@ -894,7 +1462,16 @@ async function main(): Promise<void> {
     await writeFile(
       flags.json,
       JSON.stringify(
-        { runtime, rounds: ROUNDS, durationMs: DURATION, hashing, rows, clears, seconds },
+        {
+          runtime,
+          rounds: ROUNDS,
+          durationMs: DURATION,
+          hashing,
+          rows,
+          clears,
+          near: nearFigures,
+          seconds,
+        },
         null,
         2,
       ) +

@@ -35,10 +35,10 @@ export interface CoalescedSender {
   /** One MGET of keys of one group (see `groups`), replies in key order. */
   mget(keys: string[]): Promise<(string | null)[]>;
   /**
-   * One `read_with_ttl` call on keys of one group: for each key in order, its value and its PTTL
-   * (a flat array of 2 items per key). Needed only by `readWithTtl`.
+   * One `read_with_ttl` call on keys of one group: each key's value and PTTL, in key order.
+   * Needed only by `readWithTtl`.
    */
-  getWithTtl?(keys: string[]): Promise<unknown[]>;
+  getWithTtl?(keys: string[]): Promise<TextWithTtl[]>;
   /**
    * The positions of a read batch's keys grouped so that each group can be one MGET (by hash
    * slot in a cluster); without it, a batch is one group.
@@ -136,7 +136,7 @@ export class Coalescer {
     if (refused !== undefined) return refused;
     if (!this.#inTick) {
       this.#startTick();
-      return this.#sendWithTtl([key]).then((replies) => replies[0]);
+      return this.#send.getWithTtl!([key]).then((replies) => replies[0]);
     }
     return this.#gather(key, true) as Promise<TextWithTtl>;
   }
@@ -153,16 +153,6 @@ export class Coalescer {
     const open = this.#pending[at] as ReadBatch;
     open.keys.push(key);
     return new Promise((resolve, reject) => open.waiters.push({ resolve, reject }));
-  }
-
-  /** One `read_with_ttl` call, its flat reply paired up per key. */
-  async #sendWithTtl(keys: string[]): Promise<TextWithTtl[]> {
-    const flat = await this.#send.getWithTtl!(keys);
-    const replies: TextWithTtl[] = new Array(keys.length);
-    for (let i = 0; i < keys.length; i++) {
-      replies[i] = [flat[2 * i] as string | null, Number(flat[2 * i + 1])];
-    }
-    return replies;
   }
 
   /**
@@ -249,7 +239,7 @@ export class Coalescer {
       this.#send.get(keys[0]).then(waiter.resolve, waiter.reject);
       return;
     }
-    (ttl ? this.#sendWithTtl(keys) : this.#send.mget(keys)).then(
+    (ttl ? this.#send.getWithTtl!(keys) : this.#send.mget(keys)).then(
       (texts) => {
         for (let i = 0; i < waiters.length; i++) waiters[i].resolve(texts[i]);
       },

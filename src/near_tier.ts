@@ -1,31 +1,40 @@
 /**
  * The near cache as a provider uses it: the in-process LRU (src/near_cache.ts) and the
- * subscribers that keep it coherent (src/tracking_group.ts), with the three things a provider
- * does with them: serve a read locally, read through and install what the server returned
- * (never a reply that an invalidation overtook), and drop what this process's own writes and
- * clears changed before they resolve to the caller, so a read after them sees their effect
- * (the server's invalidation of the same change may arrive later).
+ * subscribers that keep it coherent (src/tracking_group.ts), with what a provider does with them:
+ * serve a read locally; read through and install what the server returned (never a reply that an
+ * invalidation overtook), each value with its PTTL so that a local copy never outlives it; and
+ * drop what this process's own writes and clears changed before they resolve to the caller, so a
+ * read after them sees their effect (the server's invalidation of the same change may come later).
  *
  * Own writes are dropped, not installed: every change under the tracked prefixes reaches every
- * process, this one included, so the value written would be evicted by its own invalidation
- * soon after anyway; the next read installs it.
+ * process, this one included, so the value written would be evicted by its own invalidation soon
+ * after anyway; the next read installs it.
  *
  * @module
  */
 
 import type { TextWithTtl } from "./coalesce.ts";
+import type { KeyLayout } from "./layout.ts";
+import type { FaultLog } from "./log.ts";
 import { NearCache } from "./near_cache.ts";
 import type { NearCacheResolved } from "./provider_options.ts";
-import type { Servers, TrackOptions } from "./servers.ts";
+import type { Servers } from "./servers.ts";
 import type { NearCacheStats } from "./stats.ts";
+import { trackedPrefixes } from "./tracking.ts";
 import type { TrackingGroup } from "./tracking_group.ts";
 
-/** What a {@linkcode NearTier} reports besides its counters. */
-export interface NearTierListeners {
-  /** Entries dropped: by invalidations, by the LRU bounds, or all by a flush. */
-  drop(kind: "invalidation" | "eviction" | "flush", count: number): void;
-  /** A server's tracking armed or lost. */
-  state(target: string, armed: boolean, reason: string): void;
+/** What a {@linkcode NearTier} works with. */
+export interface NearTierContext {
+  /** The provider's key layout (which keys a scope's clear drops). */
+  layout: KeyLayout;
+  /** The key prefix. */
+  prefix: string;
+  /** The provider's cache name. */
+  name: string;
+  /** Where tracking's losses and recoveries are logged. */
+  log: FaultLog;
+  /** Told when entries go: by invalidations, by the memory bounds, or all by a flush. */
+  onDrop(kind: "invalidation" | "eviction" | "flush", count: number): void;
 }
 
 /** One provider's near cache and its subscribers. */
@@ -33,49 +42,51 @@ export class NearTier {
   /** The entries. */
   readonly cache: NearCache;
   readonly #settings: NearCacheResolved;
-  readonly #listeners: NearTierListeners;
+  readonly #ctx: NearTierContext;
   #tracking: TrackingGroup | undefined;
+  /** The servers whose tracking was lost and not armed again yet (for the log). */
+  readonly #lost = new Set<string>();
   #closed = false;
 
   /**
    * @param settings The bounds and the staleness bound.
-   * @param listeners Told of drops and of tracking's state.
+   * @param context The provider's layout, name, log and drop listener.
    */
-  constructor(settings: NearCacheResolved, listeners: NearTierListeners) {
+  constructor(settings: NearCacheResolved, context: NearTierContext) {
     this.#settings = settings;
-    this.#listeners = listeners;
+    this.#ctx = context;
     this.cache = new NearCache({
       maxEntries: settings.maxEntries,
       maxBytes: settings.maxBytes,
-      onDrop: (kind, count) => listeners.drop(kind, count),
+      onDrop: (kind, count) => context.onDrop(kind, count),
     });
-  }
-
-  /** The subscribers, once started. */
-  get tracking(): TrackingGroup | undefined {
-    return this.#tracking;
   }
 
   /**
    * Starts tracking on `servers` (once; after they were opened) and waits up to `timeoutMs` for it
-   * to be armed. Until it is, the near cache is bypassed.
+   * to be armed. Until it is, the near cache is bypassed. Never throws: a fault is logged and
+   * leaves it bypassed.
    */
-  async start(servers: Servers, prefixes: readonly string[], timeoutMs: number): Promise<void> {
-    if (this.#tracking === undefined && !this.#closed) {
-      const options: TrackOptions = {
-        prefixes,
-        maxStalenessMs: this.#settings.maxStalenessMs,
-        nearCache: this.cache,
-        onState: (target, armed, reason) => this.#listeners.state(target, armed, reason),
-      };
-      const tracking = await servers.track(options);
-      if (this.#closed || this.#tracking !== undefined) {
-        await tracking?.close();
-        return;
+  async start(servers: Servers, timeoutMs: number): Promise<void> {
+    const { prefix, name, layout, log } = this.#ctx;
+    try {
+      if (this.#tracking === undefined && !this.#closed) {
+        const tracking = await servers.track({
+          prefixes: trackedPrefixes(prefix, [name], layout.clustered),
+          maxStalenessMs: this.#settings.maxStalenessMs,
+          nearCache: this.cache,
+          onState: (target, armed, reason) => this.#state(target, armed, reason),
+        });
+        if (this.#closed || this.#tracking !== undefined) {
+          await tracking?.close();
+          return;
+        }
+        this.#tracking = tracking;
       }
-      this.#tracking = tracking;
+      await this.#tracking?.whenArmed(timeoutMs);
+    } catch (error) {
+      log.fault("near cache", "Cannot start the near cache's tracking; it stays off", error);
     }
-    await this.#tracking?.whenArmed(timeoutMs);
   }
 
   /** Stops tracking; the near cache is emptied and bypassed from now on. */
@@ -101,30 +112,65 @@ export class NearTier {
   }
 
   /**
-   * Reads `keys` through `fetch` (one call per group of keys that share a slot), installing each
-   * reply no invalidation overtook.
+   * getMany's values: what the near cache holds, and the rest read through it in one
+   * `read_with_ttl` call per slot (one MGET per slot while it does not serve). A slot whose
+   * server fails reads as misses and `onFault` is told; the others are still served.
    */
   async readMany(
     keys: readonly string[],
-    fetch: (keys: string[]) => Promise<TextWithTtl[]>,
+    servers: Servers,
+    onFault: (error: unknown) => void,
   ): Promise<(string | null)[]> {
-    const tokens = keys.map((key) => this.cache.begin(key));
-    let replies: TextWithTtl[];
-    try {
-      replies = await fetch([...keys]);
-    } catch (error) {
-      for (const token of tokens) this.cache.abandon(token);
-      throw error;
+    const texts: (string | null)[] = new Array(keys.length).fill(null);
+    const missing: number[] = [];
+    for (let i = 0; i < keys.length; i++) {
+      const local = this.cache.getText(keys[i]);
+      if (local === undefined) missing.push(i);
+      else texts[i] = local;
     }
-    return replies.map(([text, pttl], i) => {
-      this.cache.install(tokens[i], text, pttl);
-      return text;
-    });
+    if (missing.length === 0) return texts;
+    const missKeys = missing.map((i) => keys[i]);
+    if (!this.cache.valid) {
+      const read = await servers.readMany(missKeys, onFault);
+      missing.forEach((position, i) => texts[position] = read[i]);
+      return texts;
+    }
+    await Promise.all(
+      servers.slotGroups(missKeys).map(async (group) => {
+        const groupKeys = group.map((i) => missKeys[i]);
+        const tokens = groupKeys.map((key) => this.cache.begin(key));
+        try {
+          const replies = await readWithTtl(servers, groupKeys);
+          group.forEach((at, i) => {
+            const [text, pttl] = replies[i];
+            this.cache.install(tokens[i], text, pttl);
+            texts[missing[at]] = text;
+          });
+        } catch (error) {
+          for (const token of tokens) this.cache.abandon(token);
+          onFault(error);
+        }
+      }),
+    );
+    return texts;
   }
 
   /** Drops `keys`, which this process just wrote or deleted, and voids the reads of them. */
   changed(keys: readonly string[]): void {
     for (const key of keys) this.cache.invalidate(key);
+  }
+
+  /**
+   * Drops the entries of one scope (`undefined`: global), after this process cleared it or
+   * invalidated tags in it (which entries carried the tags is not known here: the scope's go).
+   */
+  dropScope(companyId: string | undefined): void {
+    if (this.cache.size === 0) return;
+    const { layout, name } = this.#ctx;
+    // A key of the scope is exactly the key the layout makes of its own trailing hash.
+    this.cache.invalidateWhere((key) =>
+      key.length > 64 && key === layout.entryKey(name, key.slice(-64), companyId)
+    );
   }
 
   /** The figures of `cacheStats()`. */
@@ -136,4 +182,32 @@ export class NearTier {
       armed: this.#tracking?.armed ?? false,
     };
   }
+
+  /** A server's tracking lost (one line) or armed again after a loss (one line). */
+  #state(target: string, armed: boolean, reason: string): void {
+    if (this.#closed) return;
+    const { log } = this.#ctx;
+    if (!armed) {
+      this.#lost.add(target);
+      log.info(
+        `Near cache: tracking on ${target} lost (${reason}); emptied and bypassed until it is re-armed`,
+      );
+    } else if (this.#lost.delete(target)) {
+      log.info(`Near cache: tracking re-armed on ${target}`);
+    }
+  }
+}
+
+/** One `read_with_ttl` call on keys of one slot: each key's value and PTTL, in key order. */
+export async function readWithTtl(servers: Servers, keys: string[]): Promise<TextWithTtl[]> {
+  return pairReplies(await servers.runResendable("read_with_ttl", keys, []) as unknown[], keys);
+}
+
+/** `read_with_ttl`'s flat reply (value, PTTL, value, PTTL, ...) as one pair per key. */
+export function pairReplies(flat: unknown[], keys: readonly string[]): TextWithTtl[] {
+  const replies: TextWithTtl[] = new Array(keys.length);
+  for (let i = 0; i < keys.length; i++) {
+    replies[i] = [flat[2 * i] as string | null, Number(flat[2 * i + 1])];
+  }
+  return replies;
 }

@@ -28,24 +28,12 @@ import {
   type ResolvedOptions,
   resolveOptions,
 } from "./provider_options.ts";
-import { Coalescer, type TextWithTtl } from "./coalesce.ts";
-import { NearTier } from "./near_tier.ts";
-import { trackedPrefixes } from "./tracking.ts";
-import { scanRegistries } from "./registries.ts";
+import { Clears, type OnBatch } from "./clears.ts";
+import { Coalescer } from "./coalesce.ts";
+import { NearTier, readWithTtl } from "./near_tier.ts";
 import type { RegistryUpkeep, Servers } from "./servers.ts";
 import { type CacheEventListener, type CacheStats, type Histogram, Metrics } from "./stats.ts";
-import {
-  dropTagSets,
-  invalidateTagSet,
-  requireTags,
-  scanTagKeys,
-  type TagContext,
-  tagIndexKey,
-  tagSetKey,
-  type TagTarget,
-  tagTarget,
-  validateTags,
-} from "./tags.ts";
+import { requireTags, type TagTarget, tagTarget, validateTags } from "./tags.ts";
 import { chooseTopology } from "./topology/choose.ts";
 import type {
   CacheBackend,
@@ -100,12 +88,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   readonly #upkeep: RegistryUpkeep;
   /** One tick's GETs and writes, gathered (src/coalesce.ts). */
   readonly #coalescer: Coalescer;
-  /** What the tag operations work with (src/tags.ts). */
-  readonly #tags: TagContext;
+  /** Clears, tag invalidations and prunes (src/clears.ts). */
+  readonly #clears: Clears;
   /** The near cache, when it is on (src/near_tier.ts). */
   readonly #near: NearTier | undefined;
-  /** The targets whose tracking was lost and not armed again yet (for the log). */
-  readonly #trackingLost = new Set<string>();
   #closed = false;
 
   /** The npm package whose client this provider drives. */
@@ -177,8 +163,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     this.#coalescer = new Coalescer({
       get: (key) => this.#servers.get(key),
       mget: (keys) => this.#servers.mget(keys),
-      getWithTtl: (keys) =>
-        this.#servers.runResendable("read_with_ttl", keys, []) as Promise<unknown[]>,
+      getWithTtl: (keys) => readWithTtl(this.#servers, keys),
       groups: (keys) => this.#servers.slotGroups(keys),
       endOfTick: (flush) => this.#servers.endOfTick(flush),
       refusal: (key) => this.#servers.refusal(key),
@@ -188,20 +173,30 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const layout = this.#layout;
     const near = this.#options.nearCache;
     this.#near = near === null ? undefined : new NearTier(near, {
-      drop: (kind, count) => {
+      layout,
+      prefix: config.prefix,
+      name: this.name,
+      log: this.#log,
+      onDrop: (kind, count) => {
         if (this.#metrics.listening) {
           this.#metrics.emit(`near-${kind}`, "nearCache", 0, undefined, undefined, count);
         }
       },
-      state: (target, armed, reason) => this.#trackingState(target, armed, reason),
     });
-    this.#tags = {
+    this.#clears = new Clears({
       servers: () => this.#now(),
-      clustered: layout.clustered,
+      layout,
       prefix: config.prefix,
-      batch: this.#options.clearBatch,
-      generationKey: (registry) => layout.generationKey(registry),
-    };
+      upkeep: this.#upkeep,
+      tags: {
+        servers: () => this.#now(),
+        clustered: layout.clustered,
+        prefix: config.prefix,
+        batch: this.#options.clearBatch,
+        generationKey: (registry) => layout.generationKey(registry),
+      },
+      fault: (operation, error) => this.#fault(operation, error),
+    });
     this.#getOrSet = new GetOrSetRunner({
       prefix: config.prefix,
       layout: this.#layout,
@@ -244,7 +239,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     if (this.#closed) return false;
     try {
       // The near cache's subscribers connect alongside; until they are armed it is bypassed.
-      await Promise.all([this.#servers.ready(), this.#startNearCache()]);
+      await Promise.all([
+        this.#servers.ready(),
+        this.#near?.start(this.#servers, this.#options.timeoutMs),
+      ]);
       if (this.#closed) return false;
       this.#log.recovered("connect");
       return true;
@@ -393,7 +391,11 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     try {
       texts = this.#near === undefined
         ? await this.#now().readMany(keys, (error) => this.#fault("getMany", error))
-        : await this.#readManyNear(keys);
+        : await this.#near.readMany(
+          keys,
+          this.#now(),
+          (error) => this.#fault("getMany", error),
+        );
     } catch (error) {
       this.#fault("getMany", error);
       this.#metrics.failed(this.#op.getMany, start, companyId);
@@ -467,28 +469,13 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const start = performance.now();
     const checked = requireTags(tags);
     const companyId = normalizeCompanyId(options?.companyId);
-    const onProgress = options?.onProgress;
-    let deleted = 0;
-    try {
-      for (const registry of this.#layout.scopeRegistries(companyId)) {
-        for (const tag of checked) {
-          const set = tagSetKey(this.config.prefix, registry, tag);
-          await invalidateTagSet(this.#tags, registry, set, (count) => {
-            deleted += count;
-            if (onProgress) reportProgress(onProgress, deleted);
-          });
-        }
-      }
-    } catch (error) {
-      this.#dropScope(companyId);
-      this.#fault("invalidateTags", error);
-      this.#metrics.failed(this.#op.invalidateTags, start, companyId);
-      return deleted;
-    }
-    // Which local entries carried the tags is not known here: the scope's go.
-    this.#dropScope(companyId);
-    this.#metrics.cleared(this.#op.invalidateTags, start, deleted, companyId);
-    return deleted;
+    return await this.#cleared(
+      this.#op.invalidateTags,
+      start,
+      companyId,
+      options,
+      (onBatch) => this.#clears.invalidateTags(companyId, checked, onBatch),
+    );
   }
 
   /**
@@ -498,23 +485,26 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   async clearCompany(companyId: string | number, options?: ClearOptions): Promise<number> {
     const start = performance.now();
     const id = requireCompanyId(companyId);
-    return await this.#clearRegistries(
-      this.#layout.scopeRegistries(id),
+    const registries = this.#layout.scopeRegistries(id);
+    return await this.#cleared(
       this.#op.clearCompany,
       start,
-      options,
       id,
+      options,
+      (onBatch) => this.#clears.clearRegistries(registries, onBatch),
     );
   }
 
   /** Deletes every entry stored without a tenant; returns the keys deleted. */
   async clearGlobal(options?: ClearOptions): Promise<number> {
     const start = performance.now();
-    return await this.#clearRegistries(
-      this.#layout.scopeRegistries(undefined),
+    const registries = this.#layout.scopeRegistries(undefined);
+    return await this.#cleared(
       this.#op.clearGlobal,
       start,
+      undefined,
       options,
+      (onBatch) => this.#clears.clearRegistries(registries, onBatch),
     );
   }
 
@@ -524,43 +514,14 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
    */
   async clearAll(options?: ClearOptions): Promise<number> {
     const start = performance.now();
-    try {
-      // First the clear-all epoch: a getOrSet of a tenant that has no registry yet is invalidated
-      // too.
-      await this.#upkeep.bumpEpochs();
-    } catch (error) {
-      this.#fault("clear", error);
-      this.#metrics.failed(this.#op.clearAll, start);
-      return 0;
-    }
-    const registries = await this.#scanRegistries();
-    if (registries === null) {
-      this.#metrics.failed(this.#op.clearAll, start);
-      return 0;
-    }
-    // Tag indexes whose scope has no registry left (all its entries expired) go too.
-    const indexes = await this.#scanTagKeys("indexes");
-    if (indexes === null) {
-      this.#metrics.failed(this.#op.clearAll, start);
-      return 0;
-    }
-    try {
-      for (const index of indexes) await dropTagSets(this.#tags, index);
-    } catch (error) {
-      this.#fault("clear", error);
-      this.#metrics.failed(this.#op.clearAll, start);
-      return 0;
-    }
-    const cleared = await this.#clearRegistries(
-      registries,
+    return await this.#cleared(
       this.#op.clearAll,
       start,
-      options,
       undefined,
-      (onBatch) => this.#sweepTagSets(onBatch),
+      options,
+      (onBatch) => this.#clears.clearAll(onBatch),
+      true,
     );
-    this.#near?.cache.flush();
-    return cleared;
   }
 
   /**
@@ -569,25 +530,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
    */
   async pruneRegistries(): Promise<number> {
     const start = performance.now();
-    const registries = await this.#scanRegistries();
-    const tagSets = registries && await this.#scanTagKeys("sets");
-    const indexes = tagSets && await this.#scanTagKeys("indexes");
-    if (registries === null || tagSets === null || indexes === null) {
-      this.#metrics.failed(this.#op.prune, start);
-      return 0;
-    }
-    let removed = 0;
-    try {
-      // Tag sets before the indexes, whose members are the tag sets that emptied.
-      for (const set of [...registries, ...tagSets, ...indexes]) {
-        removed += await this.#upkeep.prune(set);
-      }
-      this.#metrics.timed(this.#op.prune, start);
-    } catch (error) {
-      this.#fault("prune", error);
-      this.#metrics.failed(this.#op.prune, start);
-    }
-    return removed;
+    const removed = await this.#clears.prune();
+    if (removed === null) this.#metrics.failed(this.#op.prune, start);
+    else this.#metrics.timed(this.#op.prune, start);
+    return removed ?? 0;
   }
 
   /**
@@ -702,88 +648,32 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     if (tags) { for (const set of tags.sets) this.#upkeep.afterWrite(set); }
   }
 
-  async #clearRegistries(
-    registries: string[],
+  /**
+   * Runs a clear or a tag invalidation of one scope (`companyId`; `undefined`: global) or, with
+   * `all`, of everything, counting its batches for `options.onProgress` and the result, then drops
+   * what the near cache held of it and records it; returns the keys deleted (up to a fault,
+   * logged).
+   */
+  async #cleared(
     op: Histogram,
     start: number,
-    options?: ClearOptions,
-    companyId?: string,
-    finish?: (onBatch: (count: number) => void) => Promise<void>,
+    companyId: string | undefined,
+    options: ClearOptions | undefined,
+    run: (onBatch: OnBatch) => Promise<boolean>,
+    all = false,
   ): Promise<number> {
     const onProgress = options?.onProgress;
     let deleted = 0;
-    try {
-      const onBatch = (count: number) => {
-        deleted += count;
-        if (onProgress) reportProgress(onProgress, deleted);
-      };
-      for (const registry of registries) {
-        // The registry first, so the clear's first command goes out with the call (a get made
-        // after it in the same tick sees the clear). Then its tag sets; an entry written between
-        // the two lost its tag, so when there were tag sets, the registry is cleared once more.
-        await this.#upkeep.clear(registry, onBatch);
-        if (await dropTagSets(this.#tags, tagIndexKey(this.config.prefix, registry)) > 0) {
-          await this.#upkeep.clear(registry, onBatch);
-        }
-      }
-      if (finish) await finish(onBatch);
-    } catch (error) {
-      this.#dropScope(companyId);
-      this.#fault("clear", error);
-      this.#metrics.failed(op, start, companyId);
-      return deleted;
-    }
-    this.#dropScope(companyId);
-    this.#metrics.cleared(op, start, deleted, companyId);
+    const ok = await run((count) => {
+      deleted += count;
+      if (onProgress) reportProgress(onProgress, deleted);
+    });
+    // The server's invalidations of the same keys may arrive after the call resolves.
+    if (all) this.#near?.cache.flush();
+    else this.#near?.dropScope(companyId);
+    if (ok) this.#metrics.cleared(op, start, deleted, companyId);
+    else this.#metrics.failed(op, start, companyId);
     return deleted;
-  }
-
-  /**
-   * Every Set named `<prefix>registry:*` that the layout treats as a registry, found with SCAN
-   * on every node that holds keys; `null` on a server fault.
-   */
-  async #scanRegistries(): Promise<string[] | null> {
-    try {
-      const found: string[] = [];
-      for (const node of this.#now().scanners()) {
-        for (const key of await scanRegistries(node, this.config.prefix)) {
-          if (this.#layout.isRegistry(key)) found.push(key);
-        }
-      }
-      return found;
-    } catch (error) {
-      this.#fault("scan", error);
-      return null;
-    }
-  }
-
-  /**
-   * clearAll's last step: a tag set still there (its index was deleted by hand, or a write raced
-   * the clear) is invalidated like any tag, its entries deleted and counted; its registry and
-   * index follow from its key (`<prefix>tag:<scope>:<digest>`). Throws on a server fault.
-   */
-  async #sweepTagSets(onBatch: (count: number) => void): Promise<void> {
-    const prefix = this.config.prefix;
-    for (const node of this.#now().scanners()) {
-      for (const set of await scanTagKeys(node, prefix, "sets", this.#layout.clustered)) {
-        const registry = `${prefix}registry:${set.slice(prefix.length + 4, -65)}`;
-        await invalidateTagSet(this.#tags, registry, set, onBatch);
-      }
-    }
-  }
-
-  /** Every tag set or tag index under this prefix, on every node; `null` on a server fault. */
-  async #scanTagKeys(kind: "sets" | "indexes"): Promise<string[] | null> {
-    try {
-      const found: string[] = [];
-      for (const node of this.#now().scanners()) {
-        found.push(...await scanTagKeys(node, this.config.prefix, kind, this.#layout.clustered));
-      }
-      return found;
-    } catch (error) {
-      this.#fault("scan", error);
-      return null;
-    }
   }
 
   /**
@@ -802,91 +692,6 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       return near.read(key, (k) => this.#coalescer.readWithTtl(k));
     }
     return this.#coalescer.read(key);
-  }
-
-  /**
-   * getMany with the near cache: what it holds, and the rest read through it in one
-   * `read_with_ttl` call per slot (or one MGET per slot while it does not serve). A slot whose
-   * server fails reads as misses; the others are still served.
-   */
-  async #readManyNear(keys: string[]): Promise<(string | null)[]> {
-    const near = this.#near!;
-    const texts: (string | null)[] = new Array(keys.length).fill(null);
-    const missing: number[] = [];
-    for (let i = 0; i < keys.length; i++) {
-      const local = near.cache.getText(keys[i]);
-      if (local === undefined) missing.push(i);
-      else texts[i] = local;
-    }
-    if (missing.length === 0) return texts;
-    const missKeys = missing.map((i) => keys[i]);
-    const servers = this.#now();
-    if (!near.cache.valid) {
-      const read = await servers.readMany(missKeys, (error) => this.#fault("getMany", error));
-      missing.forEach((position, i) => texts[position] = read[i]);
-      return texts;
-    }
-    await Promise.all(
-      servers.slotGroups(missKeys).map(async (group) => {
-        const groupKeys = group.map((i) => missKeys[i]);
-        try {
-          const read = await near.readMany(groupKeys, (ks) => this.#readWithTtl(servers, ks));
-          group.forEach((at, i) => texts[missing[at]] = read[i]);
-        } catch (error) {
-          this.#fault("getMany", error);
-        }
-      }),
-    );
-    return texts;
-  }
-
-  /** One `read_with_ttl` call on keys of one slot: each key's value and PTTL. */
-  async #readWithTtl(servers: Servers, keys: string[]): Promise<TextWithTtl[]> {
-    const flat = await servers.runResendable("read_with_ttl", keys, []) as unknown[];
-    return keys.map((_, i) => [flat[2 * i] as string | null, Number(flat[2 * i + 1])]);
-  }
-
-  /**
-   * Drops this process's near-cache entries of one scope (`undefined`: global), after a clear
-   * or a tag invalidation of it: its own invalidations from the server may come later than the
-   * call resolves.
-   */
-  #dropScope(companyId: string | undefined): void {
-    const near = this.#near;
-    if (near === undefined || near.cache.size === 0) return;
-    const layout = this.#layout;
-    const name = this.name;
-    near.cache.invalidateWhere((key) =>
-      key.length > 64 && key === layout.entryKey(name, key.slice(-64), companyId)
-    );
-  }
-
-  /** Starts the near cache's subscribers (when it is on); a fault leaves it bypassed. */
-  async #startNearCache(): Promise<void> {
-    const near = this.#near;
-    if (near === undefined) return;
-    const prefixes = trackedPrefixes(this.config.prefix, [this.name], this.#layout.clustered);
-    try {
-      await near.start(this.#servers, prefixes, this.#options.timeoutMs);
-    } catch (error) {
-      this.#log.fault("near cache", "Cannot start the near cache's tracking; it stays off", error);
-    }
-  }
-
-  /**
-   * A server's tracking armed or lost: one line when it is lost, one when it is armed again
-   * (not at connect, nor at close).
-   */
-  #trackingState(target: string, armed: boolean, reason: string): void {
-    if (this.#closed) return;
-    if (!armed) {
-      this.#trackingLost.add(target);
-      this.#log.info(
-        `Near cache: tracking on ${target} lost (${reason}); emptied and bypassed until it is re-armed`,
-      );
-    } else if (this.#trackingLost.delete(target)) {
-      this.#log.info(`Near cache: tracking re-armed on ${target}`);
-    }
   }
 
   /**
