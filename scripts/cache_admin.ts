@@ -40,6 +40,7 @@ import {
 import { type EnvRecord, readEnv, readShippedText } from "../src/runtime.ts";
 import { loadScriptSources } from "../src/scripts.ts";
 import { requireTags } from "../src/tags.ts";
+import { SUBSCRIBER_NAME } from "../src/tracking.ts";
 import { ValkeyCache } from "../src/valkey.ts";
 
 const PROGRAM = "core-lib-cache-admin";
@@ -112,7 +113,8 @@ Commands:
   health                    connect and PING; print the server kind, version, address,
                             latency, near cache settings and circuit breaker state
                             (exit 1 when unreachable)
-  stats                     registry members and live keys per scope (global and each tenant)
+  stats                     registry members and live keys per scope (global and each tenant),
+                            and the processes whose near cache this server keeps coherent
                             and in total
   clear --scope SCOPE       delete entries: --scope all | global | company --company-id ID
   prune                     remove registry members whose key has expired
@@ -151,6 +153,9 @@ For each scope (global, and every tenant found by SCAN of <prefix>registry:*) pr
 registry's member count and its live key count (members whose key still exists), then the
 totals. Tenant ids are shown as stored; control characters are printed as \\xNN or \\u{N}
 escapes (--json shows them exactly). Members minus live keys is what 'prune' would remove.
+Then the near caches this server keeps coherent: one tracking subscriber per process that runs
+with CACHE_NEAR_CACHE / the nearCache option (its address and how long it has tracked; --json:
+"nearCaches"). Their hits and sizes are in each process's cacheStats().nearCache.
 `,
   clear: `Usage: ${PROGRAM} clear --scope all|global|company [--company-id ID] [options]
 
@@ -214,6 +219,7 @@ type Provider = RedisCache | ValkeyCache;
 interface AdminClient extends RegistryClient {
   ping(): Promise<string>;
   info(section: string): Promise<string>;
+  call(command: string, ...args: string[]): Promise<unknown>;
 }
 
 /**
@@ -593,10 +599,12 @@ async function stats({ provider, invocation, io }: Context): Promise<number> {
     members: counts.reduce((sum, c) => sum + c.members, 0),
     live: counts.reduce((sum, c) => sum + c.live, 0),
   };
+  const nearCaches = await nearCacheSubscribers(nodes as unknown as AdminClient[]);
   if (invocation.json) {
     io.stdout(json({
       prefix,
       address: address(provider.config),
+      nearCaches,
       scopes: counts.map((c) => ({
         scope: c.scope.kind,
         ...(c.scope.kind === "tenant" ? { companyId: c.scope.companyId } : {}),
@@ -620,8 +628,52 @@ async function stats({ provider, invocation, io }: Context): Promise<number> {
     totals.live,
     `total (${count(totals.scopes, "scope")}, ${count(totals.tenants, "tenant")})`,
   );
+  if (nearCaches.length > 0) {
+    text += `near caches kept coherent by this server: ${count(nearCaches.length, "subscriber")}\n`;
+    for (const near of nearCaches) {
+      text += `  ${near.client} on ${near.server}, tracking for ${near.ageSeconds} s\n`;
+    }
+  }
   io.stdout(text);
   return EXIT_OK;
+}
+
+/** A process's near-cache subscriber, as the server lists it. */
+interface NearCacheSubscriber {
+  /** The server (`host:port`) it tracks. */
+  server: string;
+  /** The subscriber's address (the process's host and port). */
+  client: string;
+  /** How long it has been connected. */
+  ageSeconds: number;
+}
+
+/**
+ * The near-cache subscribers connected to `nodes` (CLIENT LIST TYPE pubsub, named
+ * `SUBSCRIBER_NAME` and tracking): one per process that keeps a near cache of this server.
+ */
+async function nearCacheSubscribers(nodes: AdminClient[]): Promise<NearCacheSubscriber[]> {
+  const found: NearCacheSubscriber[] = [];
+  for (const node of nodes) {
+    const options = (node as unknown as { options?: { host?: string; port?: number } }).options;
+    const server = `${options?.host ?? "?"}:${options?.port ?? "?"}`;
+    const list = String(await node.call("CLIENT", "LIST", "TYPE", "pubsub"));
+    for (const line of list.split("\n")) {
+      const fields = new Map(
+        line.trim().split(" ").map((field) => {
+          const at = field.indexOf("=");
+          return [field.slice(0, at), field.slice(at + 1)] as const;
+        }),
+      );
+      if (fields.get("name") !== SUBSCRIBER_NAME || !fields.get("flags")?.includes("t")) continue;
+      found.push({
+        server,
+        client: fields.get("addr") ?? "?",
+        ageSeconds: Number(fields.get("age") ?? 0),
+      });
+    }
+  }
+  return found;
 }
 
 async function clear({ provider, invocation, io, faults }: Context): Promise<number> {

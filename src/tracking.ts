@@ -29,6 +29,12 @@ import { clearInterval, setInterval } from "node:timers";
 import type { ClientConstructor, ProtocolClient } from "./client_types.ts";
 import type { NearCache } from "./near_cache.ts";
 
+/**
+ * The client name of every near-cache subscriber connection (`CLIENT SETNAME`), so an operator
+ * (`core-lib-cache-admin stats`, `CLIENT LIST`) sees which processes keep a near cache.
+ */
+export const SUBSCRIBER_NAME = "core-lib-cache-near";
+
 /** The channel the server publishes invalidations on (RESP2 redirect mode). */
 export const INVALIDATE_CHANNEL = "__redis__:invalidate";
 
@@ -137,6 +143,7 @@ export class TrackingSubscriber {
       ...clientOptions,
       // RESP2: ioredis 6 speaks RESP3 by default, whose client drops invalidation pushes.
       protocol: 2,
+      connectionName: SUBSCRIBER_NAME,
       lazyConnect: true,
       // Tracking must be on before SUBSCRIBE: `#arm` subscribes itself on each connect.
       autoResubscribe: false,

@@ -434,6 +434,29 @@ for (const kind of KINDS) {
       ]);
     });
 
+    it("stats lists the processes whose near cache the server keeps coherent", async () => {
+      const near = cacheFor(server, { nearCache: true });
+      try {
+        assert.equal(await near.connect(), true);
+        const json = await admin(["stats", "--json"], serverEnv(server));
+        assert.equal(json.code, 0, show(json));
+        const report = JSON.parse(json.stdout);
+        assert.equal(report.nearCaches.length, 1, show(json));
+        assert.equal(report.nearCaches[0].server, `${server.host}:${server.port}`);
+        const text = await admin(["stats"], serverEnv(server));
+        assert.match(text.stdout, /near caches kept coherent by this server: 1 subscriber\n/);
+      } finally {
+        await near.close();
+      }
+      // Gone once the server has seen the subscriber's connection close.
+      for (let attempt = 0; attempt < 20; attempt++) {
+        const after = await admin(["stats", "--json"], serverEnv(server));
+        if (JSON.parse(after.stdout).nearCaches.length === 0) return;
+        await sleep(50);
+      }
+      assert.fail("the closed near cache's subscriber is still listed");
+    });
+
     it("stats and clear --scope all see only their prefix, even one holding glob characters", async () => {
       const prefix = "c[a]*:";
       const own = cacheFor(server, { configOptions: { prefix } });
