@@ -9,7 +9,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type { ClientConstructor, ProtocolClient } from "../src/client_types.ts";
 import { NearCache, utf8Length } from "../src/near_cache.ts";
-import { readThrough, trackedPrefixes, TrackingSubscriber } from "../src/tracking.ts";
+import { trackedPrefixes, TrackingSubscriber } from "../src/tracking.ts";
 import { startServer, type TestServer } from "./harness.ts";
 import { KINDS, sleep } from "./_helpers.ts";
 import type { ServerKind } from "./harness.ts";
@@ -433,4 +433,48 @@ interface Del {
   unlink(key: string): Promise<number>;
   expire(key: string, seconds: number): Promise<number>;
   flushall(): Promise<string>;
+}
+
+/**
+ * The read a provider does through the near cache (src/near_tier.ts), with a bare client here:
+ * reads `keys` on `client` for the near cache: each key's GET and PTTL in one pipeline (one round
+ * trip, no MULTI), installing each reply whose token no invalidation voided.
+ *
+ * @returns The values' texts in key order (`null`: absent).
+ */
+async function readThrough(
+  client: ProtocolClient,
+  nearCache: NearCache,
+  keys: readonly string[],
+): Promise<(string | null)[]> {
+  const tokens = keys.map((key) => nearCache.begin(key));
+  const pipeline = (client as unknown as { pipeline(): Pipeline }).pipeline();
+  for (const key of keys) pipeline.get(key).pttl(key);
+  let replies: [Error | null, unknown][];
+  try {
+    replies = await pipeline.exec();
+  } catch (error) {
+    for (const token of tokens) nearCache.abandon(token);
+    throw error;
+  }
+  return keys.map((_, i) => {
+    const [getError, text] = replies[2 * i];
+    const [pttlError, pttl] = replies[2 * i + 1];
+    if (getError || pttlError) {
+      nearCache.abandon(tokens[i]);
+      if (getError) {
+        for (const token of tokens) nearCache.abandon(token);
+        throw getError;
+      }
+      return text as string | null;
+    }
+    nearCache.install(tokens[i], text as string | null, Number(pttl));
+    return text as string | null;
+  });
+}
+
+interface Pipeline {
+  get(key: string): Pipeline;
+  pttl(key: string): Pipeline;
+  exec(): Promise<[Error | null, unknown][]>;
 }
