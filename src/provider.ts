@@ -1,9 +1,15 @@
 /**
  * The provider shared by `RedisCache` (ioredis) and `ValkeyCache` (iovalkey): what the cache
- * means (keys, values, registries, clears, getOrSet's store, stats), written once against the
- * servers of its topology (src/servers.ts), a single server or a cluster (src/topology/). Both
- * client libraries speak the same protocol with the same API, so each subclass only says which
- * package to load and which config to read.
+ * means (which keys, values and registries a call touches, what it counts and reports), written
+ * once against the servers of its topology (src/servers.ts), a single server or a cluster
+ * (src/topology/). Both client libraries speak the same protocol with the same API, so each
+ * subclass only says which package to load and which config to read.
+ *
+ * The jobs it hands out, each in a module of its own: moving entries to and from the servers,
+ * coalesced and through the near cache (src/entry_io.ts); clears, tag invalidations and prunes
+ * (src/clears.ts); getOrSet's flow (src/get_or_set.ts) and its store (src/get_or_set_store.ts);
+ * the log lines about faults, connects and circuit breakers (src/provider_log.ts); counters and
+ * latencies (src/stats.ts).
  *
  * @module
  */
@@ -11,15 +17,10 @@
 import { entryList, inputList } from "./batch.ts";
 import type { ClientConstructor, ClusterConstructor, ProtocolClient } from "./client_types.ts";
 import type { RedisConfig } from "./config.ts";
-import { CircuitOpenError } from "./circuit_breaker.ts";
-import { faultCause } from "./faults.ts";
+import { EntryIO } from "./entry_io.ts";
 import { attachOtel, type OtelHandle } from "./otel.ts";
-import {
-  GENERATION_TTL_MS,
-  GetOrSetRunner,
-  type GetOrSetStore,
-  type LockReply,
-} from "./get_or_set.ts";
+import { GetOrSetRunner } from "./get_or_set.ts";
+import { getOrSetStore } from "./get_or_set_store.ts";
 import { hashInput, normalizeCompanyId, requireCompanyId } from "./keys.ts";
 import type { KeyLayout } from "./layout.ts";
 import { FaultLog } from "./log.ts";
@@ -28,12 +29,19 @@ import {
   type ResolvedOptions,
   resolveOptions,
 } from "./provider_options.ts";
+import { ProviderLog } from "./provider_log.ts";
 import { Clears, type OnBatch } from "./clears.ts";
-import { Coalescer } from "./coalesce.ts";
-import { NearTier, readWithTtl } from "./near_tier.ts";
-import type { RegistryUpkeep, Servers } from "./servers.ts";
-import { type CacheEventListener, type CacheStats, type Histogram, Metrics } from "./stats.ts";
-import { requireTags, type TagTarget, tagTarget, validateTags } from "./tags.ts";
+import { NearTier } from "./near_tier.ts";
+import type { Servers } from "./servers.ts";
+import {
+  type CacheEventListener,
+  type CacheStats,
+  type Histogram,
+  Metrics,
+  operationHistograms,
+  type OperationName,
+} from "./stats.ts";
+import { requireTags, tagTarget, validateTags } from "./tags.ts";
 import { chooseTopology } from "./topology/choose.ts";
 import type {
   CacheBackend,
@@ -47,8 +55,6 @@ import type {
 import { parseValue, serializeValue, ttlToMs } from "./values.ts";
 
 export type { RedisCacheOptions } from "./provider_options.ts";
-
-const SET_MANY_CHUNK = 1000;
 
 /**
  * The Redis-protocol provider. Use `RedisCache` or `ValkeyCache`; this base only holds what they
@@ -78,6 +84,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   readonly config: Config;
   readonly #options: ResolvedOptions;
   readonly #log: FaultLog;
+  /** The lines about the servers' faults, connects and breakers (src/provider_log.ts). */
+  readonly #report: ProviderLog;
   readonly #metrics: Metrics;
   /** The OpenTelemetry recorder's link, when the `otel` option is on (src/otel.ts). */
   readonly #otel: OtelHandle;
@@ -85,9 +93,8 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
   readonly #getOrSet: GetOrSetRunner;
   readonly #layout: KeyLayout;
   readonly #servers: Servers;
-  readonly #upkeep: RegistryUpkeep;
-  /** One tick's GETs and writes, gathered (src/coalesce.ts). */
-  readonly #coalescer: Coalescer;
+  /** The entries' reads and writes: coalesced, through the near cache (src/entry_io.ts). */
+  readonly #io: EntryIO;
   /** Clears, tag invalidations and prunes (src/clears.ts). */
   readonly #clears: Clears;
   /** The near cache, when it is on (src/near_tier.ts). */
@@ -123,7 +130,14 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       options.onEvent,
       (error) => this.#log.fault("listener", "A cache event listener threw; ignored", error),
     );
-    this.#op = operations(this.#metrics);
+    this.#op = operationHistograms(this.#metrics);
+    this.#report = new ProviderLog({
+      log: this.#log,
+      metrics: this.#metrics,
+      clientPackage: () => this.clientPackage,
+      where: () => this.#servers.where,
+      probeIntervalMs: this.#options.breaker?.probeIntervalMs,
+    });
     this.#otel = attachOtel(this.#metrics, options.otel, () => ({
       system: this.clientPackage === "iovalkey" ? "valkey" : "redis",
       config,
@@ -131,7 +145,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       stats: () => this.stats(),
     }), this.#log);
     const clientPackage = () => this.clientPackage;
-    const envPrefix = () => this.#envPrefix();
+    const report = this.#report;
     const topology = chooseTopology({
       config,
       timeoutMs: this.#options.timeoutMs,
@@ -142,33 +156,23 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         return clientPackage();
       },
       get envPrefix() {
-        return envPrefix();
+        return report.envPrefix;
       },
       loadClient: () => this.loadClientClass(),
       loadCluster: () => this.loadClusterClass(),
       log: this.#log,
-      fault: (operation, error) => this.#fault(operation, error),
+      fault: (operation, error) => report.fault(operation, error),
       breaker: this.#options.breaker,
-      circuit: (target, open, { error, openMs }) => this.#circuit(target, open, error, openMs),
+      circuit: (target, open, { error, openMs }) => report.circuit(target, open, error, openMs),
     });
     this.#servers = topology.servers;
     this.#layout = topology.layout;
-    this.#upkeep = topology.upkeep({
-      servers: () => this.#now(),
+    const upkeep = topology.upkeep({
+      servers: () => this.#io.now(),
       layout: this.#layout,
       prefix: config.prefix,
       pruneSample: this.#options.pruneSample,
       clearBatch: this.#options.clearBatch,
-    });
-    this.#coalescer = new Coalescer({
-      get: (key) => this.#servers.get(key),
-      mget: (keys) => this.#servers.mget(keys),
-      getWithTtl: (keys) => readWithTtl(this.#servers, keys),
-      groups: (keys) => this.#servers.slotGroups(keys),
-      endOfTick: (flush) => this.#servers.endOfTick(flush),
-      refusal: (key) => this.#servers.refusal(key),
-      write: (registry, keys, texts, ttlMs, tags) =>
-        this.#write(registry, keys, texts, ttlMs, tags),
     });
     const layout = this.#layout;
     const near = this.#options.nearCache;
@@ -183,19 +187,21 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
         }
       },
     });
+    const fault = (operation: string, error: unknown) => report.fault(operation, error);
+    this.#io = new EntryIO({ servers: this.#servers, upkeep, near: this.#near, fault });
     this.#clears = new Clears({
-      servers: () => this.#now(),
+      servers: () => this.#io.now(),
       layout,
       prefix: config.prefix,
-      upkeep: this.#upkeep,
+      upkeep,
       tags: {
-        servers: () => this.#now(),
+        servers: () => this.#io.now(),
         clustered: layout.clustered,
         prefix: config.prefix,
         batch: this.#options.clearBatch,
         generationKey: (registry) => layout.generationKey(registry),
       },
-      fault: (operation, error) => this.#fault(operation, error),
+      fault,
     });
     this.#getOrSet = new GetOrSetRunner({
       prefix: config.prefix,
@@ -204,10 +210,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       defaultTtl: this.#options.defaultTtl,
       maxValueBytes: this.#options.maxValueBytes,
       maxKeyInputBytes: this.#options.maxKeyInputBytes,
-      store: this.#store(),
+      store: getOrSetStore(this.#io, config.prefix),
       metrics: this.#metrics,
       log: this.#log,
-      fault: (operation, error) => this.#fault(operation, error),
+      fault,
     });
   }
 
@@ -249,20 +255,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     } catch (error) {
       // close() during the connect ended it: not a fault to report.
       if (this.#closed) return false;
-      // The connect promise often only says "Connection is closed": the connection's own error
-      // (WRONGPASS, an untrusted certificate) tells the operator what to fix.
-      const prefix = this.#envPrefix();
-      const last = this.#servers.lastConnectionError;
-      const own = faultCause(error, prefix);
-      const cause = own ?? faultCause(last, prefix);
-      const where = this.#servers.where;
-      this.#log.fault(
-        "connect",
-        cause
-          ? `Cannot connect to the ${this.clientPackage} server at ${where}: ${cause.summary}; caching is off until it answers (retrying in the background)`
-          : `Cannot reach ${this.clientPackage} server at ${where}; caching is off until it answers (retrying in the background)`,
-        own || !cause ? error : last,
-      );
+      this.#report.connectFailed(error, this.#servers.lastConnectionError);
       return false;
     }
   }
@@ -272,7 +265,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     try {
       return await this.#servers.ping();
     } catch (error) {
-      this.#fault("health", error);
+      this.#report.fault("health", error);
       return false;
     }
   }
@@ -289,19 +282,16 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
     const key = this.#layout.entryKey(this.name, this.#hash(input), companyId);
-    const near = this.#near;
-    if (near !== undefined) {
-      const local = near.cache.getText(key);
-      if (local !== undefined) {
-        this.#metrics.lookup(this.#op.get, true, start, companyId, key);
-        return this.#parse<T>(local, key);
-      }
+    const local = this.#io.local(key);
+    if (local !== undefined) {
+      this.#metrics.lookup(this.#op.get, true, start, companyId, key);
+      return this.#parse<T>(local, key);
     }
     let text: string | null;
     try {
-      text = await this.#fetchText(key);
+      text = await this.#io.fetchText(key);
     } catch (error) {
-      this.#fault("get", error);
+      this.#report.fault("get", error);
       this.#metrics.failed(this.#op.get, start, companyId, key);
       return null;
     }
@@ -322,7 +312,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const ttlMs = ttlToMs(options?.ttl, this.#options.defaultTtl);
     const tags = validateTags(options?.tags);
     const registry = this.#layout.registryKey(hash, companyId);
-    const ok = await this.#coalescer.write(
+    const ok = await this.#io.write(
       registry,
       key,
       text,
@@ -341,16 +331,11 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const hash = this.#hash(input);
     const key = this.#layout.entryKey(this.name, hash, companyId);
     try {
-      const deleted = await this.#now().run("delete_and_unregister", [
-        key,
-        this.#layout.registryKey(hash, companyId),
-      ], []);
-      this.#near?.changed([key]);
+      const deleted = await this.#io.remove(key, this.#layout.registryKey(hash, companyId));
       this.#metrics.timed(this.#op.delete, start);
-      return deleted === 1;
+      return deleted;
     } catch (error) {
-      this.#near?.changed([key]);
-      this.#fault("delete", error);
+      this.#report.fault("delete", error);
       this.#metrics.failed(this.#op.delete, start, companyId, key);
       return false;
     }
@@ -361,16 +346,16 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
     const key = this.#layout.entryKey(this.name, this.#hash(input), companyId);
-    if (this.#near?.cache.getText(key) !== undefined) {
+    if (this.#io.local(key) !== undefined) {
       this.#metrics.timed(this.#op.exists, start);
       return true;
     }
     try {
-      const found = (await this.#now().exists(key)) === 1;
+      const found = (await this.#io.now().exists(key)) === 1;
       this.#metrics.timed(this.#op.exists, start);
       return found;
     } catch (error) {
-      this.#fault("exists", error);
+      this.#report.fault("exists", error);
       this.#metrics.failed(this.#op.exists, start, companyId, key);
       return false;
     }
@@ -389,15 +374,9 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     if (keys.length === 0) return [];
     let texts: (string | null)[];
     try {
-      texts = this.#near === undefined
-        ? await this.#now().readMany(keys, (error) => this.#fault("getMany", error))
-        : await this.#near.readMany(
-          keys,
-          this.#now(),
-          (error) => this.#fault("getMany", error),
-        );
+      texts = await this.#io.readMany(keys, (error) => this.#report.fault("getMany", error));
     } catch (error) {
-      this.#fault("getMany", error);
+      this.#report.fault("getMany", error);
       this.#metrics.failed(this.#op.getMany, start, companyId);
       return keys.map(() => null);
     }
@@ -437,18 +416,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     let ok = true;
     let stored = 0;
     await Promise.all([...groups].map(async ([registry, { keys, texts }]) => {
-      for (let from = 0; from < keys.length; from += SET_MANY_CHUNK) {
-        const end = from + SET_MANY_CHUNK;
-        const batch = await this.#write(
-          registry,
-          keys.slice(from, end),
-          texts.slice(from, end),
-          ttlMs,
-          tagTarget(this.config.prefix, registry, tags),
-        );
-        if (batch) stored += Math.min(end, keys.length) - from;
-        ok = batch && ok;
-      }
+      const target = tagTarget(this.config.prefix, registry, tags);
+      const written = await this.#io.writeInBatches(registry, keys, texts, ttlMs, target);
+      stored += written;
+      ok = written === keys.length && ok;
     }));
     if (ok) this.#metrics.stored(this.#op.setMany, start, companyId, undefined, stored);
     else this.#metrics.failed(this.#op.setMany, start, companyId);
@@ -571,83 +542,6 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     return this.#metrics.subscribe(listener);
   }
 
-  /** The primitives of getOrSet, each one command or script on this provider's servers. */
-  #store(): GetOrSetStore {
-    return {
-      get: (key) => this.#readText(key),
-      readOrLock: async (keys, token, lockMs, staleMs) => {
-        // The token's first 48 bits seed a missing generation counter with a random value.
-        const seed = parseInt(token.slice(0, 12), 16);
-        const [status, text, generation, all] = await this.#now().run(
-          "read_or_lock",
-          [keys.key, keys.lock, keys.generation, keys.all],
-          [token, lockMs, staleMs, seed, GENERATION_TTL_MS],
-        ) as [LockReply["status"], string | null, string | null, string | null];
-        return { status, text, generation: generation ?? "", all: all ?? "" };
-      },
-      setIfGeneration: async (keys, text, ttlMs, reply, token) => {
-        const names = [keys.registry, keys.key, keys.generation, keys.all, keys.lock];
-        const tags = tagTarget(this.config.prefix, keys.registry, keys.tags);
-        if (tags) names.push(tags.index, ...tags.sets);
-        const stored = (await this.#now().run(
-          "set_if_generation",
-          names,
-          [ttlMs, this.#upkeep.inScriptSample, text, reply.generation, reply.all, token],
-        )) === 1;
-        this.#near?.changed([keys.key]);
-        if (stored) this.#afterWrite(keys.registry, tags);
-        return stored;
-      },
-      releaseLock: async (keys, token) => {
-        await this.#now().run("release_lock", [keys.lock], [token]);
-      },
-    };
-  }
-
-  /**
-   * One `set_and_register` call, or `set_and_register_tags` for a tagged write; `false` on a
-   * fault (logged).
-   */
-  async #write(
-    registry: string,
-    keys: string[],
-    texts: string[],
-    ttlMs: number,
-    tags?: TagTarget,
-  ): Promise<boolean> {
-    try {
-      // The script samples pruneSample members per member it adds, so a batch prunes as much as
-      // the same writes one by one (lua/set_and_register.lua).
-      if (tags === undefined) {
-        await this.#now().runResendable("set_and_register", [registry, ...keys], [
-          ttlMs,
-          this.#upkeep.inScriptSample,
-          ...texts,
-        ]);
-      } else {
-        await this.#now().runResendable(
-          "set_and_register_tags",
-          [registry, tags.index, ...tags.sets, ...keys],
-          [ttlMs, this.#upkeep.inScriptSample, tags.sets.length, ...texts],
-        );
-      }
-      this.#near?.changed(keys);
-      this.#afterWrite(registry, tags);
-      return true;
-    } catch (error) {
-      // It may still land: what was held is stale either way.
-      this.#near?.changed(keys);
-      this.#fault("set", error);
-      return false;
-    }
-  }
-
-  /** The sampling outside the script (a cluster's), for the registry and each tag set written. */
-  #afterWrite(registry: string, tags: TagTarget | undefined): void {
-    this.#upkeep.afterWrite(registry);
-    if (tags) { for (const set of tags.sets) this.#upkeep.afterWrite(set); }
-  }
-
   /**
    * Runs a clear or a tag invalidation of one scope (`companyId`; `undefined`: global) or, with
    * `all`, of everything, counting its batches for `options.onProgress` and the result, then drops
@@ -676,33 +570,6 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     return deleted;
   }
 
-  /**
-   * The value text at `key`: from the near cache when it holds it, else read (through the near
-   * cache, which installs the reply, while it serves).
-   */
-  #readText(key: string): Promise<string | null> {
-    const local = this.#near?.cache.getText(key);
-    return local === undefined ? this.#fetchText(key) : Promise.resolve(local);
-  }
-
-  /** The value text at `key` from the server (installed in the near cache while it serves). */
-  #fetchText(key: string): Promise<string | null> {
-    const near = this.#near;
-    if (near !== undefined && near.cache.valid) {
-      return near.read(key, (k) => this.#coalescer.readWithTtl(k));
-    }
-    return this.#coalescer.read(key);
-  }
-
-  /**
-   * The servers for any command but a coalesced GET or write: what this tick gathered goes out
-   * first, so calls reach the servers in the order they were made.
-   */
-  #now(): Servers {
-    this.#coalescer.flush();
-    return this.#servers;
-  }
-
   /** The input's hash; a key input over maxKeyInputBytes is a CacheInputError. */
   #hash(input: unknown): string {
     return hashInput(input, this.#options.maxKeyInputBytes);
@@ -716,44 +583,6 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       return null;
     }
   }
-
-  /** A breaker opened or closed: one line each, a counter and an event. */
-  #circuit(target: string, open: boolean, error: unknown, openMs = 0): void {
-    this.#metrics.circuit(target, open, openMs);
-    const probeMs = this.#options.breaker?.probeIntervalMs;
-    if (open) {
-      const why = error instanceof Error && error.message ? ` (${error.message})` : "";
-      this.#log.info(
-        `Circuit breaker opened for ${target}${why}: its calls are served as misses at once, ` +
-          `without being sent, until it answers a PING (probed every ${probeMs} ms)`,
-      );
-    } else {
-      this.#log.info(
-        `Circuit breaker closed for ${target}: it answered again after ${Math.round(openMs)} ms`,
-      );
-    }
-  }
-
-  #fault(operation: string, error: unknown): void {
-    // The OpenTelemetry recorder names the failed call's error.type after it.
-    this.#metrics.noteFault(error);
-    // A call refused by an open breaker: the breaker's opening line said it once.
-    if (error instanceof CircuitOpenError) return;
-    const cause = faultCause(error, this.#envPrefix());
-    const where = this.#servers.where;
-    this.#log.fault(
-      operation,
-      cause
-        ? `Cache ${operation} failed at ${where}: ${cause.summary}; served as a miss`
-        : `Cache ${operation} failed at ${where}; served as a miss`,
-      error,
-    );
-  }
-
-  /** `REDIS` or `VALKEY`: the environment variables a fault message points at. */
-  #envPrefix(): string {
-    return this.clientPackage === "iovalkey" ? "VALKEY" : "REDIS";
-  }
 }
 
 /** Calls a progress callback; its errors are ignored, so they can never cut a clear short. */
@@ -763,38 +592,4 @@ function reportProgress(onProgress: (deleted: number) => void, deleted: number):
   } catch {
     // The clear goes on: a failing progress display must not leave a tenant half-cleared.
   }
-}
-
-/** The operations whose latency a provider records. */
-type OperationName =
-  | "get"
-  | "set"
-  | "delete"
-  | "exists"
-  | "getMany"
-  | "setMany"
-  | "clearCompany"
-  | "clearGlobal"
-  | "clearAll"
-  | "invalidateTags"
-  | "prune";
-
-function operations(metrics: Metrics): Record<OperationName, Histogram> {
-  const names: OperationName[] = [
-    "get",
-    "set",
-    "delete",
-    "exists",
-    "getMany",
-    "setMany",
-    "clearCompany",
-    "clearGlobal",
-    "clearAll",
-    "invalidateTags",
-    "prune",
-  ];
-  return Object.fromEntries(names.map((name) => [name, metrics.operation(name)])) as Record<
-    OperationName,
-    Histogram
-  >;
 }
