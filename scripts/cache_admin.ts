@@ -48,8 +48,8 @@ const PROGRAM = "core-lib-cache-admin";
 const DEFAULT_PROGRESS_MS = 500;
 /**
  * Keys per clear script call unless --batch-size says otherwise: the provider's own default
- * (src/provider.ts), at which the benchmark's longest call stays near 3 ms. Passed explicitly,
- * so the number `clear --help` shows is the one that runs.
+ * (src/provider_options.ts), at which the benchmark's longest call stays near 3 ms. Passed
+ * explicitly, so the number `clear --help` shows is the one that runs.
  */
 const DEFAULT_BATCH_SIZE = 500;
 /** Registries `stats` counts at the same time. */
