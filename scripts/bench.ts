@@ -154,6 +154,19 @@ async function run(op: Op, workers: number, ms: number): Promise<Sample> {
 const SLICES = 4;
 
 /**
+ * The longest the call-by-call loop runs without letting the event loop turn. A side that never
+ * waits for I/O (a near-cache hit, a BentoCache memory hit) resolves in microtasks alone, and
+ * while only microtasks run no timer fires and no socket is read: the near cache's heartbeat
+ * would go unanswered and, after `maxStaleness`, empty it (as it would in an application that
+ * blocked its event loop that long). The measurement pauses (uncounted) every so often instead,
+ * and between slices, as a request handler's process does between requests.
+ */
+const YIELD_EVERY_MS = 20;
+
+/** One turn of the event loop (a timer: under Deno, setImmediate alone may not poll sockets). */
+const yieldToLoop = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+/**
  * One round of `ops`, each for about `ms`, interleaved so that drift within the round (CPU
  * frequency, a neighbour's load, GC) hits every side alike:
  * - one worker: call by call (A B A B ...), each side's rate being its calls over the time spent
@@ -171,7 +184,12 @@ async function runInterleaved(
   const spent = ops.map(() => 0);
   if (workers === 1 && !sliced) {
     const deadline = performance.now() + ms * ops.length;
+    let yielded = performance.now();
     while (performance.now() < deadline) {
+      if (performance.now() - yielded > YIELD_EVERY_MS) {
+        await yieldToLoop();
+        yielded = performance.now();
+      }
       for (let i = 0; i < ops.length; i++) {
         const t0 = performance.now();
         await ops[i]();
@@ -183,6 +201,7 @@ async function runInterleaved(
   } else {
     for (let slice = 0; slice < SLICES; slice++) {
       for (let i = 0; i < ops.length; i++) {
+        await yieldToLoop();
         const t0 = performance.now();
         const sample = await run(ops[i], workers, ms / SLICES);
         spent[i] += performance.now() - t0;
@@ -240,7 +259,9 @@ async function compare(
   await options.before?.();
   const workers = options.workers ?? 1;
   await run(sides.bare, workers, DURATION / 2);
+  await yieldToLoop();
   await run(sides.lib, workers, DURATION / 2);
+  await yieldToLoop();
   const bare: Sample[] = [];
   const lib: Sample[] = [];
   const ratios: number[] = [];
@@ -867,8 +888,9 @@ async function armed(cache: RedisCache | ValkeyCache): Promise<void> {
 
 /**
  * The near-cache rows (`--filter near`), each in the same run on the same server:
- * - get hit, sequential, against a bare GET on the provider's own connection (target ≥ 25), and
- *   100 in flight against an auto-pipelined bare client (target ≥ 4);
+ * - get hit, sequential, against a bare GET on the provider's own connection (target ≥ 25), call
+ *   by call and again in slices (each side alone for a slice: the hit's code stays hot), and 100 in
+ *   flight against an auto-pipelined bare client (target ≥ 4);
  * - against the same calls on a provider with the near cache off (target ≥ 0.9): a get miss (the
  *   entry absent on the server: the near-cache side sends a `read_with_ttl` script call, GET and
  *   PTTL, where the other sends a GET or MGET); a get of an entry present on the server that the
@@ -877,7 +899,8 @@ async function armed(cache: RedisCache | ValkeyCache): Promise<void> {
  *   set (the near-cache side also drops its local copy and receives its own write's
  *   invalidation on its subscriber);
  * - the delay from a foreign write (a bare client's SET) to the local eviction;
- * - a tenant clear by one provider reaching a second process whose near cache holds the tenant;
+ * - a tenant clear by one provider reaching a second process whose near cache holds the tenant,
+ *   and the same with that process's event loop busy meanwhile (the server buffers it all);
  * - under Node with BentoCache installed (`deno task bench:node`): a hit against a BentoCache hit.
  */
 async function benchNear(server: TestServer, label: string): Promise<void> {
@@ -894,6 +917,7 @@ async function benchNear(server: TestServer, label: string): Promise<void> {
   };
   const delayRow = "near cache: invalidation delay, foreign SET to local eviction";
   const clearRow = `near cache: ${fmt(CLEAR_KEYS)}-key tenant clear seen by another process`;
+  const blockedRow = `${clearRow}, its event loop busy ${fmt(BLOCK_MS / 1000, 1)} s`;
   const peerRows = [
     "near cache vs BentoCache: get hit, sequential",
     `near cache vs BentoCache: get hit, ${CONCURRENCY} concurrent`,
@@ -902,7 +926,8 @@ async function benchNear(server: TestServer, label: string): Promise<void> {
   const wanted = (name: string) => selected(name);
   if (ratioRows.length > 0) await benchNearRatios(server, label, rowsOf);
   if (wanted(delayRow)) await benchNearDelay(server, label, delayRow);
-  if (wanted(clearRow)) await benchNearClear(server, label, clearRow);
+  if (wanted(clearRow)) await benchNearClear(server, label, clearRow, 0);
+  if (wanted(blockedRow)) await benchNearClear(server, label, blockedRow, BLOCK_MS);
   if (peerRows.some(wanted)) await benchBentoCache(server, label, peerRows);
 }
 
@@ -1024,7 +1049,9 @@ async function benchNearRatios(
     const thrashHits = thrashAfter.hits - thrashBefore.hits;
     console.log(
       `${label.padEnd(14)} near cache: hit rows ${fmt(hitsAfter.hits - hitsBefore.hits)} hits, ` +
-        `${fmt(hitRowMisses)} misses; evicted-each-time rows ${
+        `${fmt(hitRowMisses)} misses, ${
+          fmt(hitsAfter.flushes - hitsBefore.flushes)
+        } flushes; evicted-each-time rows ${
           fmt(thrashAfter.misses - thrashBefore.misses)
         } misses, ${fmt(thrashHits)} hits, ${
           fmt(thrashAfter.evictions - thrashBefore.evictions)
@@ -1145,7 +1172,7 @@ function startNearWorker(spec: Record<string, unknown>) {
     : [file];
   const child = spawn(process.execPath, args, {
     env: { ...process.env, BENCH_NEAR_WORKER: JSON.stringify(spec) },
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: ["pipe", "pipe", "pipe"],
   });
   const lines: Record<string, unknown>[] = [];
   const waiters: (() => void)[] = [];
@@ -1185,8 +1212,15 @@ function startNearWorker(spec: Record<string, unknown>) {
       });
     }
   };
-  return { line, kill: () => child.kill() };
+  return {
+    line,
+    send: (text: string) => child.stdin!.write(text + "\n"),
+    kill: () => child.kill(),
+  };
 }
+
+/** How long the worker of the "busy" tenant-clear row keeps its event loop busy. */
+const BLOCK_MS = 2000;
 
 /**
  * A tenant of CLEAR_KEYS entries held in the near cache of a second process
@@ -1195,8 +1229,18 @@ function startNearWorker(spec: Record<string, unknown>) {
  * received (messages, keys, RESP2 bytes), the most output the server buffered for it
  * (`omem` of CLIENT LIST, polled every 2 ms) against `client-output-buffer-limit pubsub`, and
  * whether its connection survived (same client id, no flush, still armed).
+ *
+ * With `blockMs`, the worker keeps its event loop busy that long from just before the clear (with
+ * `maxStaleness` 10 s so that its heartbeat holds): its subscriber reads nothing meanwhile, so the
+ * server buffers the clear's whole invalidation traffic for it, which is what the output buffer
+ * limit is checked against.
  */
-async function benchNearClear(server: TestServer, label: string, name: string): Promise<void> {
+async function benchNearClear(
+  server: TestServer,
+  label: string,
+  name: string,
+  blockMs: number,
+): Promise<void> {
   const tenant = "bench-near-clear";
   const cacheName = "nc";
   const clearer = nearProvider(server, cacheName, false);
@@ -1224,6 +1268,9 @@ async function benchNearClear(server: TestServer, label: string, name: string): 
       name: cacheName,
       companyId: tenant,
       count: CLEAR_KEYS,
+      blockMs,
+      // Busy longer than the default 1 s, its heartbeat would lapse first (and empty it).
+      maxStaleness: blockMs > 0 ? 10 : 1,
     });
     const ready = await worker.line<{ entries: number; bytes: number; readMs: number }>(
       "ready",
@@ -1246,6 +1293,10 @@ async function benchNearClear(server: TestServer, label: string, name: string): 
         await sleep(2);
       }
     })();
+    if (blockMs > 0) {
+      worker.send("go");
+      await sleep(50);
+    }
     const t0 = epochMs();
     const cleared = await clearer.clearCompany(tenant);
     const clearMs = epochMs() - t0;
@@ -1278,8 +1329,8 @@ async function benchNearClear(server: TestServer, label: string, name: string): 
         fmt(result.messages)
       } messages, ${fmt(result.keys)} keys (≤ ${fmt(result.maxKeysPerMessage)} a message), ${
         mb(result.bytes)
-      } MB; worker CPU ${fmt(result.cpuMs)} ms; peak omem ${mb(maxOmem)} MB of ${polls} polls ` +
-      `(pubsub limit ${mb(hard)} MB hard, ${mb(soft)} MB for ${softSeconds} s); subscriber ${
+      } MiB; worker CPU ${fmt(result.cpuMs)} ms; peak omem ${mb(maxOmem)} MiB of ${polls} polls ` +
+      `(pubsub limit ${mb(hard)} MiB hard, ${mb(soft)} MiB for ${softSeconds} s); subscriber ${
         survived ? "kept its connection" : "LOST its connection"
       }`;
     const row: Row = {
@@ -1363,7 +1414,9 @@ async function benchBentoCache(server: TestServer, label: string, names: string[
     console.log(
       `${label.padEnd(14)} near cache vs BentoCache: near cache ${
         fmt(after.hits - before.hits)
-      } hits, ${fmt(after.misses - before.misses)} misses`,
+      } hits, ${fmt(after.misses - before.misses)} misses, ${
+        fmt(after.flushes - before.flushes)
+      } flushes`,
     );
   } finally {
     await Promise.all([near.close(), bento.disconnect()]);

@@ -13,7 +13,9 @@
  *    `__redis__:invalidate` channel (the library's own listener still gets every one). The bytes
  *    are those of each message as RESP2 puts it on the wire (`*3`, `message`, the channel, then
  *    the array of keys), computed from what arrived;
- * 3. timestamps the first and the last `near-invalidation` eviction (epoch milliseconds with
+ * 3. optionally (`blockMs`) waits for `go` on stdin and then keeps its event loop busy, so the
+ *    server has to buffer the clear's invalidations for it;
+ * 4. timestamps the first and the last `near-invalidation` eviction (epoch milliseconds with
  *    sub-millisecond precision, the same clock as the parent's), and prints `{"result": ...}` once
  *    every entry is gone and no message came for `settleMs`, or after `timeoutMs`; then it stays
  *    connected for `holdMs`, so the parent can check its subscriber's connection is still there.
@@ -22,6 +24,7 @@
  */
 
 import process from "node:process";
+import { createInterface } from "node:readline";
 import { RedisCache, RedisConfig, ValkeyCache, ValkeyConfig } from "../mod.ts";
 
 interface WorkerSpec {
@@ -36,6 +39,14 @@ interface WorkerSpec {
   timeoutMs?: number;
   /** How long to stay connected after printing the result. */
   holdMs?: number;
+  /** The near cache's `maxStaleness`, seconds (default 1). */
+  maxStaleness?: number;
+  /**
+   * After `ready`, wait for a `go` line on stdin, then keep the event loop busy for this long
+   * (milliseconds; 0: do not wait for `go`), as a process stuck in a long computation would: its
+   * subscriber reads nothing meanwhile and the server buffers every invalidation for it.
+   */
+  blockMs?: number;
 }
 
 /** The part of `Redis.prototype` wrapped to count the subscriber's messages. */
@@ -97,7 +108,11 @@ async function main(): Promise<void> {
     evictionEvents++;
     lastEvictionAt = at;
   };
-  const nearCache = { maxEntries: spec.count * 2, maxBytes: 512 * 1024 * 1024 };
+  const nearCache = {
+    maxEntries: spec.count * 2,
+    maxBytes: 512 * 1024 * 1024,
+    maxStaleness: spec.maxStaleness ?? 1,
+  };
   const options = { name: spec.name, nearCache, onEvent };
   const cache = spec.kind === "redis"
     ? new RedisCache({ ...options, config: new RedisConfig({ url: spec.url }) })
@@ -120,6 +135,15 @@ async function main(): Promise<void> {
   const before = { ...traffic };
   const cpuBefore = process.cpuUsage();
   console.log(JSON.stringify({ ready: { entries: held.entries, bytes: held.bytes, readMs } }));
+  if (spec.blockMs) {
+    for await (const line of createInterface({ input: process.stdin })) {
+      if (line === "go") break;
+    }
+    const until = performance.now() + spec.blockMs;
+    while (performance.now() < until) {
+      // Busy: no socket is read, no timer fires.
+    }
+  }
 
   const deadline = now() + timeoutMs;
   for (;;) {
