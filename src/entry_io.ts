@@ -155,6 +155,7 @@ export class EntryIO {
     ttlMs: number,
     tags?: TagTarget,
   ): Promise<boolean> {
+    this.writing(keys);
     try {
       // The script samples pruneSample members per member it adds, so a batch prunes as much as
       // the same writes one by one (lua/set_and_register.lua).
@@ -187,12 +188,18 @@ export class EntryIO {
    * when it existed. Rejects on a fault.
    */
   async remove(key: string, registry: string): Promise<boolean> {
+    this.writing([key]);
     try {
       return (await this.now().run("delete_and_unregister", [key, registry], [])) === 1;
     } finally {
       // On a fault it may still land: what was held is stale either way.
       this.changed([key]);
     }
+  }
+
+  /** Notes that writes of `keys` go out now: the near cache waits for their echo to install. */
+  writing(keys: readonly string[]): void {
+    this.#near?.writing(keys);
   }
 
   /** Drops `keys`, just written or deleted by this process, from the near cache. */

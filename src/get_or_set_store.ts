@@ -36,6 +36,7 @@ export function getOrSetStore(io: EntryIO, prefix: string): GetOrSetStore {
       const names = [keys.registry, keys.key, keys.generation, keys.all, keys.lock];
       const tags = tagTarget(prefix, keys.registry, keys.tags);
       if (tags) names.push(tags.index, ...tags.sets);
+      io.writing([keys.key]);
       const stored = (await io.now().run(
         "set_if_generation",
         names,

@@ -13,8 +13,13 @@
  *   passes, the entries are dropped before anything else is served or installed, so an entry only
  *   lives through a stretch of unbroken validity.
  *
- * Each entry also has its own deadline, never later than the server's: from the TTL the write used,
- * or from the PTTL the read returned, counted from before the read was sent.
+ * Each entry also has its own deadline, never later than the server's: the PTTL the read returned,
+ * counted from before the read was sent.
+ *
+ * This process's own writes come back as invalidations too (every change under the tracked
+ * prefixes reaches every subscriber). A key written here is therefore not installed again until
+ * its echo has arrived ({@linkcode NearCache.expectEcho}): a read installed before it would only be
+ * evicted by it, and the read after that would go to the server again.
  *
  * @module
  */
@@ -34,6 +39,14 @@ export interface NearCacheSettings {
   maxLocalTtlMs?: number;
   /** The clock, in milliseconds (`performance.now` by default; tests may pass their own). */
   now?: () => number;
+  /**
+   * The longest a key written by this process waits for the server's invalidation of that write
+   * before reads of it install again, in milliseconds (the staleness bound: by then the stream
+   * is known current, or the cache is no longer valid).
+   *
+   * @default {1000}
+   */
+  echoWaitMs?: number;
   /**
    * Told when entries go: `count` dropped by invalidations (of one key, or of a scope), by the
    * LRU bounds, or every entry by a flush (`count`: how many were held).
@@ -85,6 +98,9 @@ export class NearCache {
   readonly #maxLocalTtlMs: number;
   readonly #now: () => number;
   readonly #onDrop: NearCacheSettings["onDrop"];
+  readonly #echoWaitMs: number;
+  /** Keys this process wrote whose invalidation has not come back yet: when each was sent. */
+  readonly #echoes = new Map<string, number>();
   /** In recency order: the first is the least recently used. */
   #entries = new Map<string, Entry>();
   #bytes = 0;
@@ -107,6 +123,7 @@ export class NearCache {
     this.#maxLocalTtlMs = settings.maxLocalTtlMs ?? Infinity;
     this.#now = settings.now ?? (() => performance.now());
     this.#onDrop = settings.onDrop;
+    this.#echoWaitMs = settings.echoWaitMs ?? 1000;
   }
 
   /** The counters (a snapshot). */
@@ -201,6 +218,11 @@ export class NearCache {
       this.#lapse(now);
       return DEAD;
     }
+    const sentAt = this.#echoes.get(key);
+    if (sentAt !== undefined) {
+      if (now - sentAt < this.#echoWaitMs) return DEAD;
+      this.#echoes.delete(key);
+    }
     const token: ReadToken = { key, startedAt: now, live: true };
     const pending = this.#pending.get(key);
     if (pending === undefined) this.#pending.set(key, token);
@@ -238,28 +260,35 @@ export class NearCache {
   }
 
   /**
-   * Installs the value this process just wrote with `ttlMs` (0 or less: no expiry), once the
-   * write resolved: the deadline counts from `sentAt` (the cache clock when the write was sent).
-   * Voids the reads of `key` in flight, which may predate the write.
+   * A write of `key` by this process is about to be sent: until the server's invalidation of it
+   * arrives (or `echoWaitMs` passes), reads of `key` do not install. Nothing is noted while the
+   * cache is not valid (a later flush would forget it anyway).
    */
-  installWritten(key: string, text: string, ttlMs: number, sentAt: number): boolean {
-    this.#voidTokens(key);
-    const now = this.#now();
-    if (!(now < this.#validUntil)) {
-      this.#lapse(now);
-      return false;
-    }
-    const ttl = ttlMs > 0 ? Math.min(ttlMs, this.#maxLocalTtlMs) : this.#maxLocalTtlMs;
-    return this.#put(key, text, sentAt + ttl, now);
+  expectEcho(key: string): void {
+    if (this.#now() < this.#validUntil) this.#echoes.set(key, this.#now());
   }
 
   /**
-   * An invalidation of `key` (from the server, or a write of this process): drops its entry and
-   * voids the reads of it in flight.
+   * A write or delete of `key` by this process resolved: drops its entry and voids the reads of
+   * it in flight, which may predate the write (the server's invalidation may come later).
+   */
+  written(key: string): void {
+    this.#voidTokens(key);
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return;
+    this.#drop(key, entry);
+    this.#counters.invalidations++;
+    this.#onDrop?.("invalidation", 1);
+  }
+
+  /**
+   * The server's invalidation of `key`: drops its entry, voids the reads of it in flight, and is
+   * the echo a write of this process waited for.
    *
    * @returns Whether an entry was dropped.
    */
   invalidate(key: string): boolean {
+    this.#echoes.delete(key);
     this.#voidTokens(key);
     const entry = this.#entries.get(key);
     if (entry === undefined) return false;
@@ -297,6 +326,7 @@ export class NearCache {
       else pending.live = false;
     }
     this.#pending.clear();
+    this.#echoes.clear();
     const held = this.#entries.size;
     this.#entries.clear();
     this.#bytes = 0;

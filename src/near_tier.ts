@@ -8,7 +8,7 @@
  *
  * Own writes are dropped, not installed: every change under the tracked prefixes reaches every
  * process, this one included, so the value written would be evicted by its own invalidation soon
- * after anyway; the next read installs it.
+ * after anyway. Reads of a key written here install again once that echo has arrived.
  *
  * @module
  */
@@ -58,6 +58,7 @@ export class NearTier {
     this.cache = new NearCache({
       maxEntries: settings.maxEntries,
       maxBytes: settings.maxBytes,
+      echoWaitMs: settings.maxStalenessMs,
       onDrop: (kind, count) => context.onDrop(kind, count),
     });
   }
@@ -155,9 +156,14 @@ export class NearTier {
     return texts;
   }
 
+  /** Notes writes of `keys` about to be sent: their reads install again after the echo. */
+  writing(keys: readonly string[]): void {
+    for (const key of keys) this.cache.expectEcho(key);
+  }
+
   /** Drops `keys`, which this process just wrote or deleted, and voids the reads of them. */
   changed(keys: readonly string[]): void {
-    for (const key of keys) this.cache.invalidate(key);
+    for (const key of keys) this.cache.written(key);
   }
 
   /**

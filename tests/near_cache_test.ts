@@ -160,12 +160,25 @@ describe("near cache (module)", () => {
     // Gone on the server, or a miss: nothing installed.
     assert.equal(fill(cache, "c", "3", -2), false);
     assert.equal(cache.install(cache.begin("c"), null, -2), false);
-    // A write of this process: its own TTL, from when it was sent.
-    const sentAt = clock.t;
-    clock.t += 5;
-    assert.equal(cache.installWritten("d", "4", 50, sentAt), true);
-    clock.t += 45;
-    assert.equal(cache.has("d"), false);
+  });
+
+  it("installs a key this process wrote only after the server's invalidation of the write", () => {
+    const { cache, clock } = manualCache();
+    cache.expectEcho("d");
+    assert.equal(fill(cache, "d", "4"), false);
+    cache.invalidate("d"); // the echo
+    assert.equal(fill(cache, "d", "4"), true);
+    // No echo within echoWaitMs (default 1000): it installs again.
+    cache.expectEcho("e");
+    clock.t += 999;
+    assert.equal(fill(cache, "e", "5"), false);
+    clock.t += 1;
+    assert.equal(fill(cache, "e", "5"), true);
+    // A flush forgets what was awaited.
+    cache.expectEcho("f");
+    cache.flush();
+    cache.validate(Infinity);
+    assert.equal(fill(cache, "f", "6"), true);
   });
 
   it("serves only while valid, and drops everything once validity lapses", () => {
@@ -201,13 +214,14 @@ describe("near cache (module)", () => {
     cache.flush();
     assert.equal(cache.install(flushed, "4", -1), false);
     assert.equal(cache.size, 0);
-    // A write of this process voids the reads in flight too.
+    // A write of this process voids the reads in flight too, and drops what was held.
+    fill(cache, "e", "5");
     const beforeWrite = cache.begin("e");
-    cache.installWritten("e", "5", 0, cache.now());
+    cache.written("e");
     assert.equal(cache.install(beforeWrite, "0", -1), false);
-    assert.equal(cache.get("e"), 5);
+    assert.equal(cache.get("e"), undefined);
     const counters = cache.counters;
-    assert.equal(counters.invalidations, 0); // "a" held nothing when invalidated
+    assert.equal(counters.invalidations, 1); // "a" held nothing when invalidated; "e" did
     assert.equal(counters.flushes, 1);
   });
 

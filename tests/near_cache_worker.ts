@@ -5,8 +5,9 @@
  *
  * - `read`: a provider with the near cache reads `inputs` at random until `durationMs` have
  *   passed since the test set `goKey`, yielding to the event loop after each read (as a server
- *   handling requests does, polling its sockets at least every 50 reads), and prints every read: its start (epoch milliseconds, sub-ms
- *   precision), the input's index, and the `version` field of the value (-1 for a miss).
+ *   handling requests does, with a PING round trip every 20 reads), and prints every read: its start (epoch milliseconds, sub-ms
+ *   precision), the input's index, the `version` field of the value (-1 for a miss), and when
+ *   the last PING whose reply it had read was sent.
  * - `clear`: a provider (near cache off) clears `companyId` and prints the count.
  */
 
@@ -29,6 +30,7 @@ interface WorkerSpec {
 interface Commands {
   incr(key: string): Promise<number>;
   get(key: string): Promise<string | null>;
+  ping(): Promise<string>;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -54,18 +56,22 @@ async function main(): Promise<void> {
   const inputs = spec.inputs!;
   const reads: number[] = [];
   const end = now() + spec.durationMs!;
-  while (now() < end) {
+  // When the last PING whose reply has come back was sent: the server had sent this process every
+  // invalidation of a write it ran before that PING, and the event loop read the PONG after them.
+  let polledAt = now();
+  for (let n = 1; now() < end; n++) {
     const index = Math.floor(Math.random() * inputs.length);
     const startedAt = now();
     const value = await cache.get<{ version: number }>(inputs[index]);
-    reads.push(startedAt, index, value?.version ?? -1);
-    // Yield as a request handler does. A loop of setImmediate alone can keep Deno's event loop
-    // from reading its sockets for tens of milliseconds (measured: invalidations then arrive in
-    // bursts after 13-31 ms gaps while reads go on), which the near cache bounds only by
-    // maxStaleness; a timer every 50 reads (about 0.5 ms of reading) lets it poll them.
-    await new Promise((resolve) =>
-      reads.length % 150 === 0 ? setTimeout(resolve, 0) : setImmediate(resolve)
-    );
+    reads.push(startedAt, index, value?.version ?? -1, polledAt);
+    // Yield as a request handler does, and every 20 reads wait for a round trip to the server. A
+    // loop of setImmediate alone can keep Deno's event loop from reading its sockets for tens of
+    // milliseconds (measured: invalidations then arrive in bursts after 13-31 ms gaps).
+    if (n % 20 === 0) {
+      const sentAt = now();
+      await client.ping();
+      polledAt = sentAt;
+    } else await new Promise((resolve) => setImmediate(resolve));
   }
   console.log(JSON.stringify({ reads, near: cache.stats().nearCache }));
   await cache.close();
