@@ -2,7 +2,7 @@
   read_with_ttl: read entries together with their remaining time to live, for the near cache,
   whose local copy of an entry must never outlive the entry on the server. One call answers a
   read batch whole (GET and PTTL of each key, with nothing run between them), instead of two
-  commands per key.
+  commands per key; an absent key costs its GET alone.
 
   KEYS[1..n]  the entry keys to read (one hash slot in a cluster)
 
@@ -11,7 +11,12 @@
 ]]
 local out = {}
 for i = 1, #KEYS do
-  out[2 * i - 1] = redis.call("GET", KEYS[i])
-  out[2 * i] = redis.call("PTTL", KEYS[i])
+  local value = redis.call("GET", KEYS[i])
+  out[2 * i - 1] = value
+  if value then
+    out[2 * i] = redis.call("PTTL", KEYS[i])
+  else
+    out[2 * i] = -2
+  end
 end
 return out
