@@ -18,9 +18,18 @@
  * first call of a tick goes out at once, as it would have anyway (a GET, a one-key script call),
  * so a lone caller waits for nothing; the calls after it in the same tick are the ones gathered.
  *
+ * With lanes (a cluster, see {@linkcode Lanes}) the calls are gathered per hash slot and sent per
+ * master: at the end of the tick, every slot whose master has none of this coalescer's commands
+ * in flight goes out, all of that master's in one pipeline, while the slots of a busy master stay
+ * open and take the calls that come meanwhile, until its commands are answered. A master then
+ * gets one write of a few commands per round trip, as an auto-pipelining client does, but the
+ * calls of one slot made while it was busy share one command. There is no call of its own at the
+ * start of a tick here: a lone caller's command goes out at the end of its tick.
+ *
  * @module
  */
 
+import type { Lanes } from "./servers.ts";
 import type { TagTarget } from "./tags.ts";
 
 /** At most this many keys per coalesced command (Lua's `unpack` limit is about 8,000). */
@@ -54,6 +63,8 @@ export interface CoalescedSender {
    * it is closed): such a read resolves at once instead of waiting for the tick's batch.
    */
   refusal?(key: string): Promise<never> | undefined;
+  /** Gathering per hash slot and sending per master (a cluster); without it, one group. */
+  lanes?: Lanes;
   /**
    * One `set_and_register` call (`set_and_register_tags` with `tags`); resolves `false` on a
    * fault (already logged), never rejects.
@@ -97,34 +108,52 @@ interface WriteBatch {
 
 type Batch = ReadBatch | WriteBatch;
 
+/** The pending batches of one group (all of them, without lanes), in the order they were opened. */
+class Queue {
+  readonly batches: Batch[] = [];
+  /** Each pending key's last batch (an index into `batches`): no call of it may join an earlier one. */
+  readonly last = new Map<string, number>();
+  /** The read batches that take more reads, -1 for none: of values, and of values with PTTLs. */
+  readonly openReads = [-1, -1];
+  /** The write batch that takes more writes, per TTL, registry and tags. */
+  readonly openWrites = new Map<string, number>();
+}
+
 /** Gathers one tick's GETs and writes into as few commands as their order allows. */
 export class Coalescer {
   readonly #send: CoalescedSender;
-  /** The batches of this tick, in the order they were opened (and are sent). */
-  #pending: Batch[] = [];
-  /** Each pending key's last batch (an index into #pending): no call of it may join an earlier one. */
-  #lastBatch = new Map<string, number>();
-  /** The read batches that take more reads, -1 for none: of values, and of values with PTTLs. */
-  #openReads = [-1, -1];
-  /** The write batch that takes more writes, per TTL and registry. */
-  #openWrites = new Map<string, number>();
-  /** A call went out in this tick, and the end of the tick will send what gathers after it. */
+  readonly #lanes: Lanes | undefined;
+  /** Without lanes: the batches of this tick. */
+  #queue = new Queue();
+  /** With lanes: the pending batches of each group. */
+  readonly #queues = new Map<number, Queue>();
+  /** Without lanes: a call went out in this tick, and the end of the tick sends what follows it. */
   #inTick = false;
+  /** With lanes: a flush at the end of the tick is due. */
+  #scheduled = false;
+  /** With lanes: this coalescer's commands in flight per lane; a lane with none is absent. */
+  readonly #busy = new Map<string | undefined, number>();
+  /** Batches are being sent: a flush asked for meanwhile (a write's own) has nothing to do. */
+  #sending = false;
 
   /** @param send What sends the coalesced commands. */
   constructor(send: CoalescedSender) {
     this.#send = send;
+    this.#lanes = send.lanes;
   }
 
   /** The value text at `key`: a GET of its own as a tick's first call, else in the tick's MGET. */
   read(key: string): Promise<string | null> {
     const refused = this.#send.refusal?.(key);
     if (refused !== undefined) return refused;
+    if (this.#lanes !== undefined) {
+      return this.#gather(this.#queueOf(key), key, false) as Promise<string | null>;
+    }
     if (!this.#inTick) {
       this.#startTick();
       return this.#send.get(key);
     }
-    return this.#gather(key, false) as Promise<string | null>;
+    return this.#gather(this.#queue, key, false) as Promise<string | null>;
   }
 
   /**
@@ -134,23 +163,26 @@ export class Coalescer {
   readWithTtl(key: string): Promise<TextWithTtl> {
     const refused = this.#send.refusal?.(key);
     if (refused !== undefined) return refused;
+    if (this.#lanes !== undefined) {
+      return this.#gather(this.#queueOf(key), key, true) as Promise<TextWithTtl>;
+    }
     if (!this.#inTick) {
       this.#startTick();
       return this.#send.getWithTtl!([key]).then((replies) => replies[0]);
     }
-    return this.#gather(key, true) as Promise<TextWithTtl>;
+    return this.#gather(this.#queue, key, true) as Promise<TextWithTtl>;
   }
 
-  /** Adds a read of `key` to the tick's open read batch of its kind (a new one if it may not). */
-  #gather(key: string, ttl: boolean): Promise<string | null | TextWithTtl> {
+  /** Adds a read of `key` to the open read batch of its kind (a new one if it may not). */
+  #gather(queue: Queue, key: string, ttl: boolean): Promise<string | null | TextWithTtl> {
     const kind = ttl ? 1 : 0;
-    let at = this.#openReads[kind];
-    if (!this.#joins(key, at) || (this.#pending[at] as ReadBatch).keys.length >= MAX_KEYS) {
-      at = this.#pending.push({ kind: "read", ttl, keys: [], waiters: [] }) - 1;
-      this.#openReads[kind] = at;
+    let at = queue.openReads[kind];
+    if (!joins(queue, key, at) || (queue.batches[at] as ReadBatch).keys.length >= MAX_KEYS) {
+      at = queue.batches.push({ kind: "read", ttl, keys: [], waiters: [] }) - 1;
+      queue.openReads[kind] = at;
     }
-    this.#lastBatch.set(key, at);
-    const open = this.#pending[at] as ReadBatch;
+    queue.last.set(key, at);
+    const open = queue.batches[at] as ReadBatch;
     open.keys.push(key);
     return new Promise((resolve, reject) => open.waiters.push({ resolve, reject }));
   }
@@ -167,15 +199,17 @@ export class Coalescer {
     ttlMs: number,
     tags?: TagTarget,
   ): Promise<boolean> {
-    if (!this.#inTick) {
+    let queue: Queue;
+    if (this.#lanes !== undefined) queue = this.#queueOf(key);
+    else if (!this.#inTick) {
       this.#startTick();
       return this.#send.write(registry, [key], [text], ttlMs, tags);
-    }
+    } else queue = this.#queue;
     const id = tags ? `${ttlMs} ${registry}\n${tags.id}` : `${ttlMs} ${registry}`;
-    let at = this.#openWrites.get(id) ?? -1;
-    let batch = this.#pending[at] as WriteBatch | undefined;
+    let at = queue.openWrites.get(id) ?? -1;
+    let batch = queue.batches[at] as WriteBatch | undefined;
     if (
-      !this.#joins(key, at) || batch!.keys.length >= MAX_KEYS || batch!.chars >= MAX_WRITE_CHARS
+      !joins(queue, key, at) || batch!.keys.length >= MAX_KEYS || batch!.chars >= MAX_WRITE_CHARS
     ) {
       let resolve!: (stored: boolean) => void;
       const done = new Promise<boolean>((r) => resolve = r);
@@ -190,10 +224,10 @@ export class Coalescer {
         done,
         resolve,
       };
-      at = this.#pending.push(batch) - 1;
-      this.#openWrites.set(id, at);
+      at = queue.batches.push(batch) - 1;
+      queue.openWrites.set(id, at);
     }
-    this.#lastBatch.set(key, at);
+    queue.last.set(key, at);
     batch!.keys.push(key);
     batch!.texts.push(text);
     batch!.chars += text.length;
@@ -202,65 +236,167 @@ export class Coalescer {
 
   /** Sends every pending batch now, in order: called before any other command goes out. */
   flush(): void {
-    if (this.#pending.length === 0) return;
-    // Detached first: sending may come back here (the write path flushes before its script).
-    const batches = this.#pending;
-    this.#pending = [];
-    this.#lastBatch.clear();
-    this.#openReads = [-1, -1];
-    this.#openWrites.clear();
-    for (const batch of batches) {
-      if (batch.kind === "write") {
-        this.#send.write(batch.registry, batch.keys, batch.texts, batch.ttlMs, batch.tags)
-          .then(batch.resolve);
-      } else {
-        const groups = batch.keys.length > 1 ? this.#send.groups?.(batch.keys) : undefined;
-        if (!groups || groups.length === 1) this.#sendReads(batch.ttl, batch.keys, batch.waiters);
-        else {
-          for (const group of groups) {
-            this.#sendReads(
-              batch.ttl,
-              group.map((i) => batch.keys[i]),
-              group.map((i) => batch.waiters[i]),
-            );
-          }
+    // A batch being sent asks for this before its own command: the batches are already going out
+    // in order, and the ones still pending (of busy masters) hold other keys.
+    if (this.#sending) return;
+    if (this.#lanes !== undefined) {
+      this.#flushLanes(true);
+      return;
+    }
+    const queue = this.#queue;
+    if (queue.batches.length === 0) return;
+    this.#queue = new Queue();
+    this.#sending = true;
+    try {
+      for (const batch of queue.batches) this.#sendBatch(batch, undefined, true);
+    } finally {
+      this.#sending = false;
+    }
+  }
+
+  /**
+   * With lanes: sends the pending groups of every lane that has no command in flight (`all`:
+   * of every lane), one pipeline per lane; the others stay open until their lane is free.
+   */
+  #flushLanes(all: boolean): void {
+    if (this.#queues.size === 0) return;
+    const lanes = this.#lanes!;
+    // A lane free now takes all its groups, though the first one sent makes it busy.
+    const busy = all || this.#busy.size === 0 ? undefined : new Set(this.#busy.keys());
+    this.#sending = true;
+    try {
+      lanes.together(() => {
+        for (const [group, queue] of this.#queues) {
+          const lane = lanes.laneOf(group);
+          if (busy?.has(lane)) continue;
+          this.#queues.delete(group);
+          for (const batch of queue.batches) this.#sendBatch(batch, lane, false);
         }
-      }
+      });
+    } finally {
+      this.#sending = false;
+    }
+  }
+
+  /**
+   * Sends one batch; with lanes (`split` false: a batch of one group), counts it in flight on
+   * `lane` until it settles.
+   */
+  #sendBatch(batch: Batch, lane: string | undefined, split: boolean): void {
+    const counted = this.#lanes !== undefined;
+    if (counted) this.#busy.set(lane, (this.#busy.get(lane) ?? 0) + 1);
+    if (batch.kind === "write") {
+      this.#send.write(batch.registry, batch.keys, batch.texts, batch.ttlMs, batch.tags)
+        .then((stored) => {
+          if (counted) this.#settled(lane);
+          batch.resolve(stored);
+        });
+      return;
+    }
+    const groups = split && batch.keys.length > 1 ? this.#send.groups?.(batch.keys) : undefined;
+    if (!groups || groups.length === 1) {
+      this.#sendReads(batch.ttl, batch.keys, batch.waiters, counted, lane);
+      return;
+    }
+    for (const group of groups) {
+      this.#sendReads(
+        batch.ttl,
+        group.map((i) => batch.keys[i]),
+        group.map((i) => batch.waiters[i]),
+        false,
+        undefined,
+      );
     }
   }
 
   /**
    * One GET, or one MGET, for `keys` (one `read_with_ttl` call with `ttl`); each waiter is
-   * settled with its key's reply.
+   * settled with its key's reply, after `lane` is told (`counted`).
    */
-  #sendReads(ttl: boolean, keys: string[], waiters: ReadWaiter[]): void {
+  #sendReads(
+    ttl: boolean,
+    keys: string[],
+    waiters: ReadWaiter[],
+    counted: boolean,
+    lane: string | undefined,
+  ): void {
     if (!ttl && keys.length === 1) {
       const waiter = waiters[0];
-      this.#send.get(keys[0]).then(waiter.resolve, waiter.reject);
+      this.#send.get(keys[0]).then((text) => {
+        if (counted) this.#settled(lane);
+        waiter.resolve(text);
+      }, (error) => {
+        if (counted) this.#settled(lane);
+        waiter.reject(error);
+      });
       return;
     }
     (ttl ? this.#send.getWithTtl!(keys) : this.#send.mget(keys)).then(
       (texts) => {
+        if (counted) this.#settled(lane);
         for (let i = 0; i < waiters.length; i++) waiters[i].resolve(texts[i]);
       },
       (error) => {
+        if (counted) this.#settled(lane);
         for (const waiter of waiters) waiter.reject(error);
       },
     );
   }
 
-  /** Whether a call on `key` may join the batch at `at`: one exists, and none after it has `key`. */
-  #joins(key: string, at: number): boolean {
-    return at >= 0 && (this.#lastBatch.get(key) ?? -1) <= at;
+  /** With lanes: the queue of `key`'s group, and a flush at the end of the tick. */
+  #queueOf(key: string): Queue {
+    const group = this.#lanes!.groupOf(key);
+    let queue = this.#queues.get(group);
+    if (queue === undefined) {
+      queue = new Queue();
+      this.#queues.set(group, queue);
+    }
+    if (!this.#scheduled) this.#schedule();
+    return queue;
+  }
+
+  /** With lanes: one of `lane`'s commands settled; when it was the last, its groups may go. */
+  #settled(lane: string | undefined): void {
+    const left = this.#busy.get(lane)! - 1;
+    if (left > 0) {
+      this.#busy.set(lane, left);
+      return;
+    }
+    this.#busy.delete(lane);
+    if (this.#queues.size > 0 && !this.#scheduled) this.#schedule();
+  }
+
+  /**
+   * With lanes: a flush once the calls of this tick are in. With none of this coalescer's
+   * commands in flight (a lone caller, the first calls of a burst) that is once the tick's
+   * microtasks have run, so the call waits for nothing; with some in flight, the end of the tick
+   * (`endOfTick`), so that the callers resumed by several masters' replies share commands.
+   */
+  #schedule(): void {
+    this.#scheduled = true;
+    const flush = () => {
+      this.#scheduled = false;
+      this.#flushLanes(false);
+    };
+    if (this.#busy.size === 0) queueMicrotask(flush);
+    else this.#endOfTick(flush);
   }
 
   #startTick(): void {
     this.#inTick = true;
-    const flush = () => {
+    this.#endOfTick(() => {
       this.#inTick = false;
       this.flush();
-    };
+    });
+  }
+
+  #endOfTick(flush: () => void): void {
     if (this.#send.endOfTick) this.#send.endOfTick(flush);
     else queueMicrotask(flush);
   }
+}
+
+/** Whether a call on `key` may join the batch at `at`: one exists, and none after it has `key`. */
+function joins(queue: Queue, key: string, at: number): boolean {
+  return at >= 0 && (queue.last.get(key) ?? -1) <= at;
 }

@@ -57,6 +57,7 @@ export class EntryIO {
       groups: (keys) => servers.slotGroups(keys),
       endOfTick: (flush) => servers.endOfTick(flush),
       refusal: (key) => servers.refusal(key),
+      lanes: servers.lanes,
       write: (registry, keys, texts, ttlMs, tags) =>
         this.writeNow(registry, keys, texts, ttlMs, tags),
     });

@@ -74,10 +74,12 @@ export interface RedisCacheOptions<Config extends RedisConfig = RedisConfig> {
    * in flight at a time, which cost sequential calls about 10% and coalesced ones about 8% in
    * `deno task bench`. Turn it on when many concurrent `exists` / `delete` calls matter more.
    *
-   * In cluster mode (on by default) the provider coalesces the same way, and only the reads (a
-   * GET, a tick's MGET of one slot) and the coalesced writes are pipelined, on a second, private
-   * `Cluster` client (a call whose pipeline meets a redirection is sent again on its own); every
-   * other command is sent on its own, so a reshard never surfaces a redirection.
+   * In cluster mode (on by default) the provider coalesces per hash slot and sends the coalesced
+   * commands (a tick's GETs, MGETs of one slot and writes) as one pipeline per master, one at a
+   * time per master: the calls made while a master's pipeline is out join the next one. A command
+   * whose pipeline meets a redirection is sent again on its own, and every other command is sent
+   * on its own, so a reshard never surfaces a redirection. Off, each coalesced command is sent on
+   * its own.
    *
    * @default {false on a single server, true in cluster mode}
    */

@@ -22,6 +22,23 @@ export type TrackOptions = Omit<TrackingGroupOptions, "Client" | "clientOptions"
 export type Scanner = Pick<ProtocolClient, "scan">;
 
 /**
+ * How a cluster's calls are gathered and sent: per group (a hash slot: the calls of one group may
+ * share a command), and per lane (the master serving a group: one write per master per round
+ * trip).
+ */
+export interface Lanes {
+  /** The group of `key`: its hash slot. */
+  groupOf(key: string): number;
+  /** The lane serving `group` now: its master's `host:port` (`undefined` while unknown). */
+  laneOf(group: number): string | undefined;
+  /**
+   * Runs `send`, which sends commands through the sender, so that the commands of one lane go
+   * out together (one pipeline per master).
+   */
+  together(send: () => void): void;
+}
+
+/**
  * The servers behind one provider, as its semantics use them. Every command rejects on a fault
  * (never throws synchronously), which the provider serves as a miss.
  */
@@ -54,6 +71,11 @@ export interface Servers {
    * `undefined` (one property check while every breaker is closed).
    */
   refusal(key: string): Promise<never> | undefined;
+  /**
+   * How the coalescer (src/coalesce.ts) gathers and sends: per hash slot and master in a cluster
+   * with auto-pipelining; `undefined` for one batch per tick.
+   */
+  readonly lanes?: Lanes;
   /** GET. */
   get(key: string): Promise<string | null>;
   /** One MGET of keys that share a slot (any keys on a single server), replies in key order. */

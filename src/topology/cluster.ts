@@ -1,10 +1,10 @@
 /**
  * The cluster topology (Redis Cluster, Valkey Cluster): `Cluster` clients of ioredis / iovalkey,
  * each under a deadline watch (with one master down the others keep answering, so only a
- * per-command deadline bounds a call) that feeds a circuit breaker per master, with an
- * auto-pipelined twin for reads; batches split by
- * hash slot; scans and script loads on every master; the hash-tagged layout and the upkeep that
- * declares every key to its scripts.
+ * per-command deadline bounds a call) that feeds a circuit breaker per master; the coalesced
+ * commands of a tick sent as one pipeline per master; batches split by hash slot; scans and
+ * script loads on every master; the hash-tagged layout and the upkeep that declares every key to
+ * its scripts.
  *
  * @module
  */
@@ -22,14 +22,25 @@ import {
   type ScriptClient,
   type ScriptName,
 } from "../scripts.ts";
-import type { Scanner, Servers, Topology, TopologyOptions, TrackOptions } from "../servers.ts";
+import type {
+  Lanes,
+  Scanner,
+  Servers,
+  Topology,
+  TopologyOptions,
+  TrackOptions,
+} from "../servers.ts";
 import { groupBySlot, keySlot } from "../slots.ts";
 import type { StallWatch } from "../stall_watch.ts";
 import { TrackingGroup } from "../tracking_group.ts";
 import {
   clusterOptions,
+  type ClusterPipeline,
   clusterScriptClient,
-  readWithFallback,
+  isResendable,
+  lastCommand,
+  type PipelinedCommand,
+  pipelineOf,
   seedNodes,
 } from "./cluster_client.ts";
 import {
@@ -57,20 +68,36 @@ export function clusterTopology(options: TopologyOptions): Topology {
   };
 }
 
+/** The commands sent inside `together()`: one pipeline per master, on one client of the pool. */
+interface Cork {
+  /** The pool slot of the client. */
+  readonly index: number;
+  /** When the cork was made: its commands' time for the rule of `#resend`. */
+  readonly at: number;
+  /** By the node list of the slot table (what ioredis requires one pipeline's keys to share). */
+  readonly pipelines: Map<string, Corked>;
+}
+
+/** One master's pipeline of a cork and its commands. */
+interface Corked {
+  readonly pipeline: ClusterPipeline;
+  readonly commands: PipelinedCommand[];
+}
+
 /** A pool of `Cluster` clients. */
 export class ClusterServers implements Servers {
   readonly where: string;
+  /**
+   * With auto-pipelining (the default): the coalescer gathers per slot and sends per master, each
+   * master's commands as one pipeline (see `together`).
+   */
+  readonly lanes: Lanes | undefined;
   readonly #options: TopologyOptions;
-  readonly #autoPipelining: boolean;
   #clients: ClusterClient[] = [];
   /** What runs the scripts of `#clients[i]`: a script client that loads on every master. */
   #scriptClients: ScriptClient[] = [];
-  /**
-   * With auto-pipelining: a private pipelined client per `#clients[i]`, for reads and resendable
-   * scripts, and its script client.
-   */
-  #readers: ClusterClient[] = [];
-  #readerScripts: ScriptClient[] = [];
+  /** While `together()` runs: where GET, MGET and resendable scripts go instead of out. */
+  #cork: Cork | undefined;
   #watches: StallWatch[] = [];
   #next = 0;
   #scripts: Record<ScriptName, Script> | undefined;
@@ -89,7 +116,13 @@ export class ClusterServers implements Servers {
   /** @param options The provider's settings. */
   constructor(options: TopologyOptions) {
     this.#options = options;
-    this.#autoPipelining = options.autoPipelining ?? true;
+    this.lanes = (options.autoPipelining ?? true)
+      ? {
+        groupOf: keySlot,
+        laneOf: (slot) => this.#masterOfSlot(slot),
+        together: (sendAll) => this.#together(sendAll),
+      }
+      : undefined;
     this.where = `cluster ${options.config.clusterNodes.join(",")}`;
     if (options.breaker) {
       const breakers = this.#breakers;
@@ -139,24 +172,16 @@ export class ClusterServers implements Servers {
     // Each node is checked against its own host name, not the first seed's.
     if (tls) delete tls.servername;
     for (let i = 0; i < this.#options.poolSize; i++) {
-      const cluster = this.#createClient(Cluster, tls, false);
+      const cluster = this.#createClient(Cluster, tls);
       this.#clients.push(cluster);
       const bound = <T>(promise: Promise<T>, what: string) => withTimeout(promise, timeoutMs, what);
       this.#scriptClients.push(clusterScriptClient(cluster, bound));
-      if (this.#autoPipelining) {
-        const reader = this.#createClient(Cluster, tls, true);
-        this.#readers.push(reader);
-        this.#readerScripts.push(clusterScriptClient(reader, bound));
-      }
     }
   }
 
   async ready(): Promise<void> {
     await withTimeout(
-      Promise.all([
-        ...this.#clients.map((client) => this.#ready(client, true)),
-        ...this.#readers.map((reader) => this.#ready(reader, false)),
-      ]),
+      Promise.all(this.#clients.map((client) => this.#ready(client))),
       this.#options.timeoutMs,
       "connect",
     );
@@ -167,7 +192,7 @@ export class ClusterServers implements Servers {
     for (const breaker of this.#breakers.values()) breaker.stop();
     for (const master of [...this.#probeClients.keys()]) this.#dropProbeClient(master);
     for (const watch of this.#watches) watch.stop();
-    await closeAll([...this.#clients, ...this.#readers], this.#options.timeoutMs);
+    await closeAll(this.#clients, this.#options.timeoutMs);
   }
 
   /** Every master of every client answers PONG. */
@@ -185,14 +210,28 @@ export class ClusterServers implements Servers {
     return [...this.#breakers.values()].filter((b) => b.open).map((b) => b.target);
   }
 
-  /** A GET, pipelined (with a fallback on redirections) or on the plain client. */
+  /** A GET: in its master's pipeline inside `together()`, else on its own. */
   get(key: string): Promise<string | null> {
-    return this.refusal(key) ?? send(() => this.#read((client) => client.get(key)));
+    const refusal = this.refusal(key);
+    if (refusal) return refusal;
+    if (this.#cork === undefined) return send(() => this.#pick().get(key));
+    return this.#corked(
+      key,
+      (pipeline) => pipeline.get(key),
+      (index) => this.#clients[index].get(key),
+    ) as Promise<string | null>;
   }
 
-  /** An MGET of one slot, pipelined like a GET. */
+  /** An MGET of one slot, like a GET. */
   mget(keys: string[]): Promise<(string | null)[]> {
-    return this.refusal(keys[0]) ?? send(() => this.#read((client) => client.mget(...keys)));
+    const refusal = this.refusal(keys[0]);
+    if (refusal) return refusal;
+    if (this.#cork === undefined) return send(() => this.#pick().mget(...keys));
+    return this.#corked(
+      keys[0],
+      (pipeline) => pipeline.mget(...keys),
+      (index) => this.#clients[index].mget(...keys),
+    ) as Promise<(string | null)[]>;
   }
 
   /** One group per hash slot: a multi-key command must stay within one. */
@@ -201,7 +240,7 @@ export class ClusterServers implements Servers {
   }
 
   /**
-   * At the end of the event-loop turn (as ioredis's auto-pipelining does): the callers resumed
+   * At the end of the event-loop turn (as ioredis's auto-pipelining sends): the callers resumed
    * by every master's replies of this turn share commands.
    */
   endOfTick(flush: () => void): void {
@@ -246,20 +285,100 @@ export class ClusterServers implements Servers {
     );
   }
 
-  /** Pipelined like a read, when there is a pipelined client. */
+  /** In its master's pipeline inside `together()`, like a GET; else like `run`. */
   runResendable(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
+    if (this.#cork === undefined) return this.run(script, keys, args);
     const refusal = this.refusal(keys[0]);
     if (refusal) return refusal;
-    const scripts = this.#scripts;
-    if (!scripts) return Promise.reject(new Error("not connected: call connect() first"));
-    return send(() => {
-      const i = this.#pickIndex();
-      const run = (client: ScriptClient) => runScript(client, scripts[script], keys, args);
-      const reader = this.#readerScripts[i];
-      return reader === undefined
-        ? run(this.#scriptClients[i])
-        : readWithFallback(reader, this.#scriptClients[i], run, this.#options.timeoutMs);
+    const source = this.#scripts![script];
+    return this.#corked(
+      keys[0],
+      (pipeline) => pipeline.evalsha(source.sha, keys.length, ...keys, ...args),
+      (index) => runScript(this.#scriptClients[index], source, keys, args),
+    );
+  }
+
+  /**
+   * Runs `sendAll` with GET, MGET and `runResendable` gathered instead of sent, then sends what it
+   * gathered as one pipeline per master (one write each), all on one client of the pool. The
+   * commands go out before `together` returns, so a command sent after it on the same client
+   * reaches each master after them.
+   *
+   * A pipeline does not wait out a reshard: at the first redirection (MOVED, ASK, TRYAGAIN,
+   * CLUSTERDOWN) or a dropped connection, each command that met it is sent again on its own, which
+   * the client follows and retries under the deadline watch, unless half the timeout is spent
+   * already; ioredis would retry a whole pipeline only when every command in it failed the same
+   * way and the others were read-only, after a delay, with their deadlines started anew. A
+   * NOSCRIPT reply also sends the script again on its own (which loads it first).
+   */
+  #together(sendAll: () => void): void {
+    if (this.#cork !== undefined || this.#clients.length === 0) {
+      sendAll();
+      return;
+    }
+    const cork: Cork = { index: this.#pickIndex(), at: Date.now(), pipelines: new Map() };
+    this.#cork = cork;
+    try {
+      sendAll();
+    } finally {
+      this.#cork = undefined;
+    }
+    for (const corked of cork.pipelines.values()) this.#exec(corked);
+  }
+
+  /** Adds a command on `key`'s slot to its master's pipeline in the cork. */
+  #corked(
+    key: string,
+    add: (pipeline: ClusterPipeline) => void,
+    alone: (index: number) => Promise<unknown>,
+  ): Promise<unknown> {
+    const cork = this.#cork!;
+    const client = this.#clients[cork.index];
+    const nodes = (client as unknown as { slots: (string[] | undefined)[] }).slots[keySlot(key)];
+    // No slot table yet: on its own, as the client takes it then.
+    if (nodes === undefined) return send(() => alone(cork.index));
+    const id = nodes.length === 1 ? nodes[0] : nodes.join(",");
+    let corked = cork.pipelines.get(id);
+    if (corked === undefined) {
+      corked = { pipeline: pipelineOf(client), commands: [] };
+      cork.pipelines.set(id, corked);
+    }
+    add(corked.pipeline);
+    // The command's own reply, not exec()'s list: after a redirection ioredis may have queued
+    // the commands again (with ASKING commands between them) before giving the list back.
+    const command = lastCommand(corked.pipeline);
+    corked.commands.push(command);
+    return command.promise.catch((error) => this.#resend(error, alone, cork.at));
+  }
+
+  /** Sends one master's pipeline. */
+  #exec({ pipeline, commands }: Corked): void {
+    // A redirection ends the pipeline at once, its commands sent again on their own (see
+    // together): ioredis counts redirections down from here, and at zero hands the replies back.
+    (pipeline as unknown as { leftRedirections: { value: number } }).leftRedirections = {
+      value: 1,
+    };
+    // exec() rejects only before sending (the keys' slots no longer share a master): nothing
+    // answers the commands then.
+    pipeline.exec().catch((error) => {
+      for (const command of commands) command.reject(error);
     });
+  }
+
+  /**
+   * A pipelined command that failed with `error`: sent again on its own when that may help (see
+   * together), else the error.
+   */
+  #resend(
+    error: unknown,
+    alone: (index: number) => Promise<unknown>,
+    sentAt: number,
+  ): Promise<unknown> {
+    const again = error instanceof Error && (
+      error.message.startsWith("NOSCRIPT") ||
+      (isResendable(error) && Date.now() - sentAt <= this.#options.timeoutMs / 2)
+    );
+    return again ? send(() => alone(this.#pickIndex())) : Promise.reject(error);
   }
 
   /** Every master, each SCAN bounded by the timeout (node calls bypass the deadline watch). */
@@ -429,15 +548,6 @@ export class ClusterServers implements Servers {
     return breaker;
   }
 
-  /** A read on the next client in turn: through its pipelined twin when there is one. */
-  #read<T>(read: (client: ProtocolClient) => Promise<T>): Promise<T> {
-    const i = this.#pickIndex();
-    const reader = this.#readers[i];
-    return reader === undefined
-      ? read(this.#clients[i])
-      : readWithFallback(reader, this.#clients[i], read, this.#options.timeoutMs);
-  }
-
   #pick(): ClusterClient {
     return this.#clients[this.#pickIndex()];
   }
@@ -453,13 +563,9 @@ export class ClusterServers implements Servers {
   #createClient(
     Cluster: ClusterConstructor,
     tls: Record<string, unknown> | undefined,
-    pipelined: boolean,
   ): ClusterClient {
     const { config, timeoutMs, log, envPrefix } = this.#options;
-    const cluster = new Cluster(
-      seedNodes(config),
-      clusterOptions(config, timeoutMs, tls, pipelined),
-    );
+    const cluster = new Cluster(seedNodes(config), clusterOptions(config, timeoutMs, tls));
     const fault = (error: unknown, node?: unknown) => {
       this.#lastConnectionError = error;
       const where = node === undefined ? this.where : `node ${String(node)} of ${this.where}`;
@@ -491,8 +597,7 @@ export class ClusterServers implements Servers {
     // back) may lack the scripts: register them when it is ready. NOSCRIPT is retried anyway.
     cluster.on("+node", (node) => {
       const scripts = this.#scripts;
-      // The pipelined client's nodes are the same servers: one script cache each.
-      if (!scripts || pipelined) return;
+      if (!scripts) return;
       (node as ProtocolClient).once("ready", () => {
         registerScripts(node as ProtocolClient, scripts).catch((error) =>
           this.#options.fault("script load", error)
@@ -502,13 +607,13 @@ export class ClusterServers implements Servers {
     return cluster;
   }
 
-  /** Ready, and every master answers PING and (unless the client runs none) has the scripts. */
-  async #ready(client: ClusterClient, scripts: boolean): Promise<void> {
+  /** Ready, and every master answers PING and has the scripts. */
+  async #ready(client: ClusterClient): Promise<void> {
     await untilReady(client);
     await Promise.all(
       client.nodes("master").map(async (node) => {
         await node.ping();
-        if (scripts) await registerScripts(node, this.#scripts!);
+        await registerScripts(node, this.#scripts!);
       }),
     );
   }

@@ -1,7 +1,7 @@
 /**
  * How a `Cluster` client of ioredis / iovalkey is set up and used here: the seeds, the options,
- * a script client that loads scripts on every master, and the redirections a read retries on its
- * own.
+ * a script client that loads scripts on every master, explicit pipelines, and the errors a
+ * pipelined command is sent again on its own after.
  *
  * @module
  */
@@ -26,12 +26,12 @@ export function seedNodes(config: RedisConfig): { host: string; port: number }[]
  * Options of the `Cluster` class for this provider.
  *
  * - No offline queue: while the cluster is (re)connecting a call fails at once, as a miss.
- * - No auto-pipelining, except on the provider's private GET client (`pipelined`): ioredis
- *   retries a cluster pipeline on MOVED / ASK only when every command in it is read-only and
- *   failed the same way, so a pipeline that mixes scripts, or keys of a slot being migrated with
- *   others, would surface redirections during a reshard. Each command sent on its own is
- *   redirected and retried by itself; a pipelined GET that meets a redirection is sent again on
- *   its own ({@linkcode readWithFallback}).
+ * - No auto-pipelining: ioredis retries a cluster pipeline on MOVED / ASK only when every command
+ *   in it failed the same way and the others were read-only, so a pipeline that mixes scripts, or
+ *   keys of a slot being migrated with others, would surface redirections during a reshard. Each
+ *   command sent on its own is redirected and retried by itself. The provider pipelines only the
+ *   commands it coalesces, explicitly, one pipeline per master, and sends a command whose
+ *   pipeline met a redirection again on its own (see `ClusterServers`).
  * - Redirections (MOVED, ASK), TRYAGAIN (a multi-key command on a slot in migration) and
  *   CLUSTERDOWN are retried by the library with short delays; the provider's deadline watch
  *   bounds the whole call by the timeout.
@@ -41,12 +41,11 @@ export function clusterOptions(
   config: RedisConfig,
   timeoutMs: number,
   tls: Record<string, unknown> | undefined,
-  pipelined = false,
 ): Record<string, unknown> {
   return {
     lazyConnect: true,
     enableOfflineQueue: false,
-    enableAutoPipelining: pipelined,
+    enableAutoPipelining: false,
     enableReadyCheck: true,
     scaleReads: "master",
     // TRYAGAIN lasts while a slot migrates, which a busy machine can stretch: retry for about
@@ -59,18 +58,6 @@ export function clusterOptions(
     slotsRefreshTimeout: timeoutMs,
     slotsRefreshInterval: 5000,
     clusterRetryStrategy: (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
-    // The pipelined GET client gives up at the first sign of motion or loss, without the delayed
-    // retries above: its GET is then sent again on the plain client, which retries per command
-    // under the deadline watch (see readWithFallback). A pipeline resent after a delay would
-    // restart its commands' deadlines.
-    ...(pipelined
-      ? {
-        maxRedirections: 4,
-        retryDelayOnTryAgain: 0,
-        retryDelayOnClusterDown: 0,
-        retryDelayOnFailover: 0,
-      }
-      : {}),
     dnsLookup: (
       address: string,
       callback: (error: Error | null, address: string) => void,
@@ -139,31 +126,55 @@ export function isRedirection(error: unknown): boolean {
 }
 
 /**
- * A read (or a script call that may run twice) through the auto-pipelined cluster client (several
- * calls to one master share a write); when the pipeline meets a redirection it cannot follow (a
- * reshard in progress) or a dropped node connection, the call is sent again on its own through the
- * plain client, which follows MOVED /
- * ASK / TRYAGAIN and retries a lost connection per command, under the deadline watch. Not when
- * half the timeout is already spent, so a call stays bounded by about the timeout.
+ * Whether a pipelined command that failed with `error` is worth sending again on its own: a
+ * redirection ({@linkcode isRedirection}) or a dropped node connection, which the client retries
+ * per command (a failover, a restarted node).
  *
- * @param pipelined The auto-pipelined cluster client (or its script client).
- * @param plain The plain cluster client (or its script client).
- * @param read The call (a GET, an MGET of one slot, a resendable script) on either client.
- * @param timeoutMs The provider's timeout.
- * @returns What the read returns.
+ * @example A dropped connection is resent, a server's refusal is not
+ * ```ts
+ * import { isResendable } from "./cluster_client.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(isResendable(new Error("Connection is closed.")), true);
+ * assert.equal(isResendable(new Error("MOVED 3999 127.0.0.1:7001")), true);
+ * assert.equal(isResendable(new Error("OOM command not allowed")), false);
+ * ```
+ *
+ * @param error What a command was rejected with.
+ * @returns `true` when sending it again on its own may succeed.
  */
-export async function readWithFallback<C, T>(
-  pipelined: C,
-  plain: C,
-  read: (client: C) => Promise<T>,
-  timeoutMs: number,
-): Promise<T> {
-  const started = Date.now();
-  try {
-    return await read(pipelined);
-  } catch (error) {
-    const retry = isRedirection(error) || (error instanceof Error && DROPPED.test(error.message));
-    if (!retry || Date.now() - started > timeoutMs / 2) throw error;
-    return await read(plain);
-  }
+export function isResendable(error: unknown): boolean {
+  return error instanceof Error && (REDIRECTION.test(error.message) || DROPPED.test(error.message));
+}
+
+/**
+ * An explicit pipeline of a `Cluster` client: its commands, which must all be served by one
+ * master, go out in one write when `exec()` is called.
+ */
+export interface ClusterPipeline {
+  /** Queues a GET. */
+  get(key: string): ClusterPipeline;
+  /** Queues an MGET. */
+  mget(...keys: string[]): ClusterPipeline;
+  /** Queues an EVALSHA. */
+  evalsha(sha: string, numKeys: number, ...keysAndArgs: (string | number)[]): ClusterPipeline;
+  /** Sends the queued commands: each reply, or error, in order. */
+  exec(): Promise<[error: Error | null, reply: unknown][] | null>;
+}
+
+/** A new explicit pipeline of `cluster` (ioredis / iovalkey `Cluster#pipeline`). */
+export function pipelineOf(cluster: ClusterClient): ClusterPipeline {
+  return (cluster as unknown as { pipeline(): ClusterPipeline }).pipeline();
+}
+
+/** A command of ioredis / iovalkey: its reply, and rejecting it settles its caller. */
+export interface PipelinedCommand {
+  readonly promise: Promise<unknown>;
+  reject(error: Error): void;
+}
+
+/** The command queued last on `pipeline` (its private queue: ioredis and iovalkey alike). */
+export function lastCommand(pipeline: ClusterPipeline): PipelinedCommand {
+  const queue = (pipeline as unknown as { _queue: PipelinedCommand[] })._queue;
+  return queue[queue.length - 1];
 }
