@@ -219,6 +219,47 @@ for (const kind of KINDS) {
         assert.equal(await cluster.cli("SCARD", "cache:registry:tenant:{big}"), "2500");
       });
 
+      it("calls of one tick run in call order and share one command per slot", async () => {
+        // Not awaited in between: all in one tick. The coalesced set goes out in its master's
+        // pipeline, on the connection the delete, exists and clear are sent on after it.
+        for (let i = 0; i < 20; i++) {
+          const [, deleted, gone] = await Promise.all([
+            cache.set(`k${i}`, 1),
+            cache.delete(`k${i}`),
+            cache.exists(`k${i}`),
+          ]);
+          assert.equal(deleted, true, `delete after set, round ${i}`);
+          assert.equal(gone, false, `exists after delete, round ${i}`);
+        }
+        const [, found, , read] = await Promise.all([
+          cache.set("k", 3),
+          cache.exists("k"),
+          cache.set("k", 4),
+          cache.get("k"),
+        ]);
+        assert.deepEqual([found, read], [true, 4]);
+        // A clear of several round trips (a cluster's) is not ordered before a later call's
+        // reply, but it sees the write made before it.
+        const [, cleared] = await Promise.all([
+          cache.set("x", 1, { companyId: "acme" }),
+          cache.clearCompany("acme"),
+        ]);
+        assert.equal(cleared, 1);
+
+        // 100 gets and 100 sets of one tick: at most one command per bucket slot each.
+        const inputs = Array.from({ length: 100 }, (_, i) => ({ q: "tick", id: i }));
+        await onEveryNode(cluster, "CONFIG", "RESETSTAT");
+        const stored = await Promise.all(inputs.map((input) => cache.set(input, input.id)));
+        assert.deepEqual(stored, inputs.map(() => true));
+        // 16 set_and_register calls, and the prune sample after every 16th write (2 here).
+        const scriptCalls = await clusterCalls(cluster, "evalsha");
+        assert.ok(scriptCalls <= 16 + 2, `${scriptCalls} script calls`);
+        const values = await Promise.all(inputs.map((input) => cache.get(input)));
+        assert.deepEqual(values, inputs.map((input) => input.id));
+        const reads = (await clusterCalls(cluster, "get")) + (await clusterCalls(cluster, "mget"));
+        assert.ok(reads <= 16, `${reads} GETs and MGETs`);
+      });
+
       it("clears fan out over buckets; clearAll and prune scan every master", async () => {
         const buckets = clusterCache(cluster, {
           logger,
