@@ -111,8 +111,11 @@ type Batch = ReadBatch | WriteBatch;
 /** The pending batches of one group (all of them, without lanes), in the order they were opened. */
 class Queue {
   readonly batches: Batch[] = [];
-  /** Each pending key's last batch (an index into `batches`): no call of it may join an earlier one. */
-  readonly last = new Map<string, number>();
+  /**
+   * Each pending key's last batch (an index into `batches`): no call of it may join an earlier
+   * one. Made when a second batch opens: while there is one, it is every key's last.
+   */
+  last: Map<string, number> | undefined;
   /** The read batches that take more reads, -1 for none: of values, and of values with PTTLs. */
   readonly openReads = [-1, -1];
   /** The write batch that takes more writes, per TTL, registry and tags. */
@@ -178,10 +181,10 @@ export class Coalescer {
     const kind = ttl ? 1 : 0;
     let at = queue.openReads[kind];
     if (!joins(queue, key, at) || (queue.batches[at] as ReadBatch).keys.length >= MAX_KEYS) {
-      at = queue.batches.push({ kind: "read", ttl, keys: [], waiters: [] }) - 1;
+      at = opened(queue, { kind: "read", ttl, keys: [], waiters: [] });
       queue.openReads[kind] = at;
     }
-    queue.last.set(key, at);
+    queue.last?.set(key, at);
     const open = queue.batches[at] as ReadBatch;
     open.keys.push(key);
     return new Promise((resolve, reject) => open.waiters.push({ resolve, reject }));
@@ -224,10 +227,10 @@ export class Coalescer {
         done,
         resolve,
       };
-      at = queue.batches.push(batch) - 1;
+      at = opened(queue, batch);
       queue.openWrites.set(id, at);
     }
-    queue.last.set(key, at);
+    queue.last?.set(key, at);
     batch!.keys.push(key);
     batch!.texts.push(text);
     batch!.chars += text.length;
@@ -398,5 +401,13 @@ export class Coalescer {
 
 /** Whether a call on `key` may join the batch at `at`: one exists, and none after it has `key`. */
 function joins(queue: Queue, key: string, at: number): boolean {
-  return at >= 0 && (queue.last.get(key) ?? -1) <= at;
+  return at >= 0 && (queue.last === undefined || (queue.last.get(key) ?? -1) <= at);
+}
+
+/** Adds `batch` to `queue`; returns its index. */
+function opened(queue: Queue, batch: Batch): number {
+  if (queue.batches.length === 1 && queue.last === undefined) {
+    queue.last = new Map(queue.batches[0].keys.map((key) => [key, 0]));
+  }
+  return queue.batches.push(batch) - 1;
 }

@@ -79,12 +79,20 @@ export class ScriptUpkeep implements RegistryUpkeep {
 /** A cluster's upkeep: the members are read first and declared to the scripts as keys. */
 export class SlotUpkeep implements RegistryUpkeep {
   readonly #context: UpkeepContext;
+  /** The servers as they are, for the sample (see the constructor). */
+  readonly #sampling: Servers | undefined;
   /** Writes so far, for the sampling of every 16th. */
   #writes = 0;
 
-  /** @param context The servers, layout and settings. */
-  constructor(context: UpkeepContext) {
+  /**
+   * @param context The servers, layout and settings.
+   * @param sampling The servers for the sample after a write, without the tick's coalesced calls
+   *   sent first (`context.servers()` sends them, for the order of the calls that need it; the
+   *   sample's order with other calls does not matter).
+   */
+  constructor(context: UpkeepContext, sampling?: Servers) {
     this.#context = context;
+    this.#sampling = sampling;
   }
 
   /** None: a cluster script may not read the members it would sample. */
@@ -165,14 +173,18 @@ export class SlotUpkeep implements RegistryUpkeep {
     }
   }
 
-  /** Prunes a random sample of one registry (what set_and_register does on a single server). */
+  /**
+   * Prunes a random sample of one registry (what set_and_register does on a single server). Its
+   * commands go out with the next ones to the registry's master (`Servers.soon`): the sample is
+   * off every caller's path. prune_members may run twice (a second run finds nothing to remove).
+   */
   async #sample(registry: string, count: number): Promise<number> {
-    const servers: Servers = this.#context.servers();
-    const members = await servers.srandmember(registry, count);
+    const servers: Servers = this.#sampling ?? this.#context.servers();
+    const members = await soon(servers, () => servers.srandmember(registry, count));
     const local = await this.#localMembers(registry, members);
-    return local.length === 0
-      ? 0
-      : Number(await servers.run("prune_members", [registry, ...local], []));
+    if (local.length === 0) return 0;
+    const keys = [registry, ...local];
+    return Number(await soon(servers, () => servers.runResendable("prune_members", keys, [])));
   }
 
   /**
@@ -191,4 +203,12 @@ export class SlotUpkeep implements RegistryUpkeep {
     }
     return local;
   }
+}
+
+/** What `send` returns, its commands sent through `servers.soon` when it has that. */
+function soon<T>(servers: Servers, send: () => Promise<T>): Promise<T> {
+  if (servers.soon === undefined) return send();
+  let sent!: Promise<T>;
+  servers.soon(() => sent = send());
+  return sent;
 }

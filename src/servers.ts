@@ -111,6 +111,13 @@ export interface Servers {
   scanners(): Scanner[];
   /** SRANDMEMBER with a count. */
   srandmember(key: string, count: number): Promise<string[]>;
+  /**
+   * Runs `send` at once; the commands it sends may wait to go out with the next ones to their
+   * server (a cluster's next pipeline to the master, at the latest at the end of the tick). For
+   * work off every caller's path, whose order with other calls does not matter (the registry
+   * sample after a write). Without it, they go out at once.
+   */
+  soon?(send: () => void): void;
   /** SREM. */
   srem(key: string, ...members: string[]): Promise<number>;
   /** SSCAN with a COUNT hint. */

@@ -1,11 +1,13 @@
 /**
  * Tick coalescing on a single server (src/coalesce.ts): concurrent `get` calls share one MGET,
  * concurrent `set` calls to one scope and TTL share one set_and_register call, and whatever was
- * called in one tick still runs on the server in the order it was called.
+ * called in one tick still runs on the server in the order it was called. Then the coalescer with
+ * lanes (a cluster's: per slot and master) against a stand-in sender.
  */
 
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { Coalescer } from "../src/coalesce.ts";
 import { entryKey, hashInput, registryKey } from "../src/keys.ts";
 import { startServer, type TestServer } from "./harness.ts";
 import { type AnyCache, cacheFor, commandCalls, KINDS, sleep } from "./_helpers.ts";
@@ -155,3 +157,107 @@ for (const kind of KINDS) {
     });
   });
 }
+
+/**
+ * The coalescer with lanes (a cluster's, src/coalesce.ts), against a stand-in sender: slots 1 and
+ * 2 are served by master "a", slot 3 by "b"; a key's slot is its first character.
+ */
+describe("coalescing per slot and master (lanes)", () => {
+  interface Sent {
+    lane: number;
+    what: string;
+    settle(value?: unknown): void;
+  }
+
+  function setup() {
+    const sent: Sent[] = [];
+    let together = 0;
+    let inTogether = false;
+    const ticks: (() => void)[] = [];
+    const deferred = <T>(what: string, value: (reply: unknown) => T): Promise<T> =>
+      new Promise((resolve) => {
+        assert.ok(inTogether, `${what} is sent inside together()`);
+        sent.push({ lane: together, what, settle: (reply) => resolve(value(reply)) });
+      });
+    const coalescer = new Coalescer({
+      get: (key) => deferred(`GET ${key}`, () => `v:${key}`),
+      mget: (keys) => deferred(`MGET ${keys.join(" ")}`, () => keys.map((key) => `v:${key}`)),
+      endOfTick: (flush) => ticks.push(flush),
+      lanes: {
+        groupOf: (key) => Number(key[0]),
+        laneOf: (group) => group === 3 ? "b" : "a",
+        together: (send) => {
+          together++;
+          inTogether = true;
+          try {
+            send();
+          } finally {
+            inTogether = false;
+          }
+        },
+      },
+      write: (registry, keys) => deferred(`WRITE ${registry} ${keys.join(" ")}`, () => true),
+    });
+    const endTick = () => {
+      for (const flush of ticks.splice(0)) flush();
+    };
+    return { coalescer, sent, endTick, whats: () => sent.map((s) => s.what) };
+  }
+
+  it("a tick's calls go out after its microtasks, one command per slot, together", async () => {
+    const { coalescer, sent, whats } = setup();
+    const reads = ["1a", "1b", "2a", "3a", "1c"].map((key) => coalescer.read(key));
+    assert.deepEqual(whats(), [], "nothing goes out before the tick's microtasks have run");
+    await Promise.resolve();
+    assert.deepEqual(whats().sort(), ["GET 2a", "GET 3a", "MGET 1a 1b 1c"]);
+    assert.equal(new Set(sent.map((s) => s.lane)).size, 1, "in one together()");
+    for (const s of sent) s.settle();
+    assert.deepEqual(await Promise.all(reads), ["v:1a", "v:1b", "v:2a", "v:3a", "v:1c"]);
+  });
+
+  it("a busy master's slots take the calls made meanwhile and go out when it answers", async () => {
+    const { coalescer, sent, endTick, whats } = setup();
+    const first = coalescer.read("1a");
+    await Promise.resolve();
+    assert.deepEqual(whats(), ["GET 1a"]);
+    // Master a is busy: its calls wait; master b's go at the end of the tick.
+    const later = [
+      coalescer.read("1b"),
+      coalescer.write("r2", "2x", "t", 1000),
+      coalescer.read("3b"),
+      coalescer.write("r2", "2y", "t", 1000),
+      coalescer.read("1c"),
+    ];
+    await Promise.resolve();
+    assert.deepEqual(whats(), ["GET 1a"], "with a command in flight, the end of the tick");
+    endTick();
+    assert.deepEqual(whats(), ["GET 1a", "GET 3b"]);
+    sent[0].settle();
+    assert.equal(await first, "v:1a");
+    endTick();
+    assert.deepEqual(whats().slice(2).sort(), ["MGET 1b 1c", "WRITE r2 2x 2y"]);
+    assert.equal(sent[2].lane, sent[3].lane, "master a's in one together()");
+    for (const s of sent.slice(1)) s.settle();
+    assert.deepEqual(await Promise.all(later), ["v:1b", true, "v:3b", true, "v:1c"]);
+  });
+
+  it("keeps each key's calls in order and flush() sends a busy master's too", async () => {
+    const { coalescer, sent, whats } = setup();
+    const first = coalescer.read("1z");
+    await Promise.resolve();
+    // In flight: GET 1z. Then, on master a: a write, a read and a write of 1k, a read of 1m.
+    const calls = [
+      coalescer.write("r1", "1k", "t", 1000),
+      coalescer.read("1k"),
+      coalescer.write("r1", "1k", "t", 1000),
+      coalescer.read("1m"),
+    ];
+    coalescer.flush();
+    // The read of 1k may not join a batch before the first write; the second write may not join
+    // the first; the read of 1m joins the open read batch.
+    assert.deepEqual(whats(), ["GET 1z", "WRITE r1 1k", "MGET 1k 1m", "WRITE r1 1k"]);
+    for (const s of sent) s.settle();
+    assert.equal(await first, "v:1z");
+    assert.deepEqual(await Promise.all(calls), [true, "v:1k", true, "v:1m"]);
+  });
+});

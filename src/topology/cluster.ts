@@ -58,13 +58,14 @@ import {
 /** The cluster topology for `options` (no I/O until `open()`). */
 export function clusterTopology(options: TopologyOptions): Topology {
   const { config } = options;
+  const servers = new ClusterServers(options);
   return {
-    servers: new ClusterServers(options),
+    servers,
     layout: new ClusterLayout(config.prefix, {
       tenantBuckets: config.clusterTenantBuckets,
       globalBuckets: config.clusterGlobalBuckets,
     }),
-    upkeep: (context) => new SlotUpkeep(context),
+    upkeep: (context) => new SlotUpkeep(context, servers),
   };
 }
 
@@ -96,8 +97,10 @@ export class ClusterServers implements Servers {
   #clients: ClusterClient[] = [];
   /** What runs the scripts of `#clients[i]`: a script client that loads on every master. */
   #scriptClients: ScriptClient[] = [];
-  /** While `together()` runs: where GET, MGET and resendable scripts go instead of out. */
+  /** While `together()` or `soon()` runs: where the commands they pipeline go instead of out. */
   #cork: Cork | undefined;
+  /** The commands `soon()` gathered, for the next `together()` or the end of the tick. */
+  #soon: Cork | undefined;
   #watches: StallWatch[] = [];
   #next = 0;
   #scripts: Record<ScriptName, Script> | undefined;
@@ -316,7 +319,8 @@ export class ClusterServers implements Servers {
       sendAll();
       return;
     }
-    const cork: Cork = { index: this.#pickIndex(), at: Date.now(), pipelines: new Map() };
+    const cork = this.#soon ?? this.#newCork();
+    this.#soon = undefined;
     this.#cork = cork;
     try {
       sendAll();
@@ -324,6 +328,39 @@ export class ClusterServers implements Servers {
       this.#cork = undefined;
     }
     for (const corked of cork.pipelines.values()) this.#exec(corked);
+  }
+
+  /**
+   * With auto-pipelining: runs `sendAll` with SRANDMEMBER, GET, MGET and `runResendable`
+   * gathered, to go out in the next `together()`'s pipelines, or at the end of the tick. For work
+   * off every caller's path (the sample after a write), whose order with other calls does not
+   * matter: it then costs its masters no write of its own.
+   */
+  soon(sendAll: () => void): void {
+    if (this.#cork !== undefined || this.lanes === undefined || this.#clients.length === 0) {
+      sendAll();
+      return;
+    }
+    let cork = this.#soon;
+    if (cork === undefined) {
+      const made = this.#newCork();
+      this.#soon = cork = made;
+      setImmediate(() => {
+        if (this.#soon !== made) return;
+        this.#soon = undefined;
+        for (const corked of made.pipelines.values()) this.#exec(corked);
+      });
+    }
+    this.#cork = cork;
+    try {
+      sendAll();
+    } finally {
+      this.#cork = undefined;
+    }
+  }
+
+  #newCork(): Cork {
+    return { index: this.#pickIndex(), at: Date.now(), pipelines: new Map() };
   }
 
   /** Adds a command on `key`'s slot to its master's pipeline in the cork. */
@@ -394,8 +431,16 @@ export class ClusterServers implements Servers {
     }));
   }
 
+  /** SRANDMEMBER: in its master's pipeline inside `together()` or `soon()`, else on its own. */
   srandmember(key: string, count: number): Promise<string[]> {
-    return this.refusal(key) ?? send(() => this.#pick().srandmember(key, count));
+    const refusal = this.refusal(key);
+    if (refusal) return refusal;
+    if (this.#cork === undefined) return send(() => this.#pick().srandmember(key, count));
+    return this.#corked(
+      key,
+      (pipeline) => pipeline.srandmember(key, count),
+      (index) => this.#clients[index].srandmember(key, count),
+    ) as Promise<string[]>;
   }
 
   srem(key: string, ...members: string[]): Promise<number> {

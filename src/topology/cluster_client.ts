@@ -156,6 +156,8 @@ export interface ClusterPipeline {
   get(key: string): ClusterPipeline;
   /** Queues an MGET. */
   mget(...keys: string[]): ClusterPipeline;
+  /** Queues an SRANDMEMBER with a count. */
+  srandmember(key: string, count: number): ClusterPipeline;
   /** Queues an EVALSHA. */
   evalsha(sha: string, numKeys: number, ...keysAndArgs: (string | number)[]): ClusterPipeline;
   /** Sends the queued commands: each reply, or error, in order. */
