@@ -75,14 +75,21 @@ interface Cork {
   readonly index: number;
   /** When the cork was made: its commands' time for the rule of `#resend`. */
   readonly at: number;
-  /** By the node list of the slot table (what ioredis requires one pipeline's keys to share). */
-  readonly pipelines: Map<string, Corked>;
+  /**
+   * The commands for each master's pipeline, by the node list of the slot table (what ioredis
+   * requires one pipeline's keys to share).
+   */
+  readonly pipelines: Map<string, Corked[]>;
 }
 
-/** One master's pipeline of a cork and its commands. */
+/** A command gathered in a cork, and its caller. */
 interface Corked {
-  readonly pipeline: ClusterPipeline;
-  readonly commands: PipelinedCommand[];
+  /** Queues the command on its master's pipeline. */
+  add(pipeline: ClusterPipeline): void;
+  /** Sends the command on its own, on the client of pool slot `index`. */
+  alone(index: number): Promise<unknown>;
+  resolve(reply: unknown): void;
+  reject(error: unknown): void;
 }
 
 /** A pool of `Cluster` clients. */
@@ -303,9 +310,9 @@ export class ClusterServers implements Servers {
 
   /**
    * Runs `sendAll` with GET, MGET and `runResendable` gathered instead of sent, then sends what it
-   * gathered as one pipeline per master (one write each), all on one client of the pool. The
-   * commands go out before `together` returns, so a command sent after it on the same client
-   * reaches each master after them.
+   * gathered as one pipeline per master (one write each; a lone command on its own), all on one
+   * client of the pool. The commands go out before `together` returns, so a command sent after it
+   * on the same client reaches each master after them.
    *
    * A pipeline does not wait out a reshard: at the first redirection (MOVED, ASK, TRYAGAIN,
    * CLUSTERDOWN) or a dropped connection, each command that met it is sent again on its own, which
@@ -327,7 +334,7 @@ export class ClusterServers implements Servers {
     } finally {
       this.#cork = undefined;
     }
-    for (const corked of cork.pipelines.values()) this.#exec(corked);
+    this.#send(cork);
   }
 
   /**
@@ -348,7 +355,7 @@ export class ClusterServers implements Servers {
       setImmediate(() => {
         if (this.#soon !== made) return;
         this.#soon = undefined;
-        for (const corked of made.pipelines.values()) this.#exec(corked);
+        this.#send(made);
       });
     }
     this.#cork = cork;
@@ -377,29 +384,47 @@ export class ClusterServers implements Servers {
     const id = nodes.length === 1 ? nodes[0] : nodes.join(",");
     let corked = cork.pipelines.get(id);
     if (corked === undefined) {
-      corked = { pipeline: pipelineOf(client), commands: [] };
+      corked = [];
       cork.pipelines.set(id, corked);
     }
-    add(corked.pipeline);
-    // The command's own reply, not exec()'s list: after a redirection ioredis may have queued
-    // the commands again (with ASKING commands between them) before giving the list back.
-    const command = lastCommand(corked.pipeline);
-    corked.commands.push(command);
-    return command.promise.catch((error) => this.#resend(error, alone, cork.at));
+    const gathered = corked;
+    return new Promise((resolve, reject) => gathered.push({ add, alone, resolve, reject }));
   }
 
-  /** Sends one master's pipeline. */
-  #exec({ pipeline, commands }: Corked): void {
-    // A redirection ends the pipeline at once, its commands sent again on their own (see
-    // together): ioredis counts redirections down from here, and at zero hands the replies back.
-    (pipeline as unknown as { leftRedirections: { value: number } }).leftRedirections = {
-      value: 1,
-    };
-    // exec() rejects only before sending (the keys' slots no longer share a master): nothing
-    // answers the commands then.
-    pipeline.exec().catch((error) => {
-      for (const command of commands) command.reject(error);
-    });
+  /** Sends what `cork` gathered: one pipeline per master, or a lone command on its own. */
+  #send(cork: Cork): void {
+    for (const commands of cork.pipelines.values()) {
+      if (commands.length === 1) {
+        // A pipeline of one would only cost its own checks.
+        const { alone, resolve, reject } = commands[0];
+        send(() => alone(cork.index)).then(resolve, reject);
+        continue;
+      }
+      const pipeline = pipelineOf(this.#clients[cork.index]);
+      // A redirection ends the pipeline at once, its commands sent again on their own (see
+      // together): ioredis counts redirections down from here, and at zero hands the replies
+      // back.
+      (pipeline as unknown as { leftRedirections: { value: number } }).leftRedirections = {
+        value: 1,
+      };
+      const queued: PipelinedCommand[] = [];
+      for (const { add, alone, resolve, reject } of commands) {
+        add(pipeline);
+        // The command's own reply, not exec()'s list: after a redirection ioredis may have queued
+        // the commands again (with ASKING commands between them) before giving the list back.
+        const command = lastCommand(pipeline);
+        queued.push(command);
+        command.promise.then(
+          resolve,
+          (error) => this.#resend(error, alone, cork.at).then(resolve, reject),
+        );
+      }
+      // exec() rejects only before sending (the keys' slots no longer share a master): nothing
+      // answers the commands then.
+      pipeline.exec().catch((error) => {
+        for (const command of queued) command.reject(error);
+      });
+    }
   }
 
   /**
