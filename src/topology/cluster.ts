@@ -2,9 +2,9 @@
  * The cluster topology (Redis Cluster, Valkey Cluster): `Cluster` clients of ioredis / iovalkey,
  * each under a deadline watch (with one master down the others keep answering, so only a
  * per-command deadline bounds a call) that feeds a circuit breaker per master; the coalesced
- * commands of a tick sent as one pipeline per master; batches split by hash slot; scans and
- * script loads on every master; the hash-tagged layout and the upkeep that declares every key to
- * its scripts.
+ * commands sent as one pipeline per master (src/topology/cluster_pipelines.ts); batches split by
+ * hash slot; scans and script loads on every master; the hash-tagged layout and the upkeep that
+ * declares every key to its scripts.
  *
  * @module
  */
@@ -33,16 +33,8 @@ import type {
 import { groupBySlot, keySlot } from "../slots.ts";
 import type { StallWatch } from "../stall_watch.ts";
 import { TrackingGroup } from "../tracking_group.ts";
-import {
-  clusterOptions,
-  type ClusterPipeline,
-  clusterScriptClient,
-  isResendable,
-  lastCommand,
-  type PipelinedCommand,
-  pipelineOf,
-  seedNodes,
-} from "./cluster_client.ts";
+import { clusterOptions, clusterScriptClient, seedNodes } from "./cluster_client.ts";
+import { ClusterPipelines } from "./cluster_pipelines.ts";
 import {
   closeAll,
   connectionFault,
@@ -69,29 +61,6 @@ export function clusterTopology(options: TopologyOptions): Topology {
   };
 }
 
-/** The commands sent inside `together()`: one pipeline per master, on one client of the pool. */
-interface Cork {
-  /** The pool slot of the client. */
-  readonly index: number;
-  /** When the cork was made: its commands' time for the rule of `#resend`. */
-  readonly at: number;
-  /**
-   * The commands for each master's pipeline, by the node list of the slot table (what ioredis
-   * requires one pipeline's keys to share).
-   */
-  readonly pipelines: Map<string, Corked[]>;
-}
-
-/** A command gathered in a cork, and its caller. */
-interface Corked {
-  /** Queues the command on its master's pipeline. */
-  add(pipeline: ClusterPipeline): void;
-  /** Sends the command on its own, on the client of pool slot `index`. */
-  alone(index: number): Promise<unknown>;
-  resolve(reply: unknown): void;
-  reject(error: unknown): void;
-}
-
 /** A pool of `Cluster` clients. */
 export class ClusterServers implements Servers {
   readonly where: string;
@@ -104,10 +73,8 @@ export class ClusterServers implements Servers {
   #clients: ClusterClient[] = [];
   /** What runs the scripts of `#clients[i]`: a script client that loads on every master. */
   #scriptClients: ScriptClient[] = [];
-  /** While `together()` or `soon()` runs: where the commands they pipeline go instead of out. */
-  #cork: Cork | undefined;
-  /** The commands `soon()` gathered, for the next `together()` or the end of the tick. */
-  #soon: Cork | undefined;
+  /** The coalesced commands' pipelines (with auto-pipelining). */
+  readonly #pipelines: ClusterPipelines;
   #watches: StallWatch[] = [];
   #next = 0;
   #scripts: Record<ScriptName, Script> | undefined;
@@ -126,11 +93,16 @@ export class ClusterServers implements Servers {
   /** @param options The provider's settings. */
   constructor(options: TopologyOptions) {
     this.#options = options;
+    this.#pipelines = new ClusterPipelines({
+      clients: () => this.#clients,
+      pick: () => this.#pickIndex(),
+      timeoutMs: options.timeoutMs,
+    });
     this.lanes = (options.autoPipelining ?? true)
       ? {
         groupOf: keySlot,
         laneOf: (slot) => this.#masterOfSlot(slot),
-        together: (sendAll) => this.#together(sendAll),
+        together: (sendAll) => this.#pipelines.together(sendAll),
       }
       : undefined;
     this.where = `cluster ${options.config.clusterNodes.join(",")}`;
@@ -220,12 +192,12 @@ export class ClusterServers implements Servers {
     return [...this.#breakers.values()].filter((b) => b.open).map((b) => b.target);
   }
 
-  /** A GET: in its master's pipeline inside `together()`, else on its own. */
+  /** A GET: in its master's pipeline inside `together()` or `soon()`, else on its own. */
   get(key: string): Promise<string | null> {
     const refusal = this.refusal(key);
     if (refusal) return refusal;
-    if (this.#cork === undefined) return send(() => this.#pick().get(key));
-    return this.#corked(
+    if (!this.#pipelines.gathering) return send(() => this.#pick().get(key));
+    return this.#pipelines.add(
       key,
       (pipeline) => pipeline.get(key),
       (index) => this.#clients[index].get(key),
@@ -236,8 +208,8 @@ export class ClusterServers implements Servers {
   mget(keys: string[]): Promise<(string | null)[]> {
     const refusal = this.refusal(keys[0]);
     if (refusal) return refusal;
-    if (this.#cork === undefined) return send(() => this.#pick().mget(...keys));
-    return this.#corked(
+    if (!this.#pipelines.gathering) return send(() => this.#pick().mget(...keys));
+    return this.#pipelines.add(
       keys[0],
       (pipeline) => pipeline.mget(...keys),
       (index) => this.#clients[index].mget(...keys),
@@ -295,13 +267,13 @@ export class ClusterServers implements Servers {
     );
   }
 
-  /** In its master's pipeline inside `together()`, like a GET; else like `run`. */
+  /** In its master's pipeline inside `together()` or `soon()`, like a GET; else like `run`. */
   runResendable(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
-    if (this.#cork === undefined) return this.run(script, keys, args);
+    if (!this.#pipelines.gathering) return this.run(script, keys, args);
     const refusal = this.refusal(keys[0]);
     if (refusal) return refusal;
     const source = this.#scripts![script];
-    return this.#corked(
+    return this.#pipelines.add(
       keys[0],
       (pipeline) => pipeline.evalsha(source.sha, keys.length, ...keys, ...args),
       (index) => runScript(this.#scriptClients[index], source, keys, args),
@@ -309,138 +281,13 @@ export class ClusterServers implements Servers {
   }
 
   /**
-   * Runs `sendAll` with GET, MGET and `runResendable` gathered instead of sent, then sends what it
-   * gathered as one pipeline per master (one write each; a lone command on its own), all on one
-   * client of the pool. The commands go out before `together` returns, so a command sent after it
-   * on the same client reaches each master after them.
-   *
-   * A pipeline does not wait out a reshard: at the first redirection (MOVED, ASK, TRYAGAIN,
-   * CLUSTERDOWN) or a dropped connection, each command that met it is sent again on its own, which
-   * the client follows and retries under the deadline watch, unless half the timeout is spent
-   * already; ioredis would retry a whole pipeline only when every command in it failed the same
-   * way and the others were read-only, after a delay, with their deadlines started anew. A
-   * NOSCRIPT reply also sends the script again on its own (which loads it first).
+   * With auto-pipelining, the commands `send` sends (SRANDMEMBER, GET, MGET, `runResendable`)
+   * go out with the next pipelines to their masters, or at the end of the tick (see
+   * `ClusterPipelines.soon`).
    */
-  #together(sendAll: () => void): void {
-    if (this.#cork !== undefined || this.#clients.length === 0) {
-      sendAll();
-      return;
-    }
-    const cork = this.#soon ?? this.#newCork();
-    this.#soon = undefined;
-    this.#cork = cork;
-    try {
-      sendAll();
-    } finally {
-      this.#cork = undefined;
-    }
-    this.#send(cork);
-  }
-
-  /**
-   * With auto-pipelining: runs `sendAll` with SRANDMEMBER, GET, MGET and `runResendable`
-   * gathered, to go out in the next `together()`'s pipelines, or at the end of the tick. For work
-   * off every caller's path (the sample after a write), whose order with other calls does not
-   * matter: it then costs its masters no write of its own.
-   */
-  soon(sendAll: () => void): void {
-    if (this.#cork !== undefined || this.lanes === undefined || this.#clients.length === 0) {
-      sendAll();
-      return;
-    }
-    let cork = this.#soon;
-    if (cork === undefined) {
-      const made = this.#newCork();
-      this.#soon = cork = made;
-      setImmediate(() => {
-        if (this.#soon !== made) return;
-        this.#soon = undefined;
-        this.#send(made);
-      });
-    }
-    this.#cork = cork;
-    try {
-      sendAll();
-    } finally {
-      this.#cork = undefined;
-    }
-  }
-
-  #newCork(): Cork {
-    return { index: this.#pickIndex(), at: Date.now(), pipelines: new Map() };
-  }
-
-  /** Adds a command on `key`'s slot to its master's pipeline in the cork. */
-  #corked(
-    key: string,
-    add: (pipeline: ClusterPipeline) => void,
-    alone: (index: number) => Promise<unknown>,
-  ): Promise<unknown> {
-    const cork = this.#cork!;
-    const client = this.#clients[cork.index];
-    const nodes = (client as unknown as { slots: (string[] | undefined)[] }).slots[keySlot(key)];
-    // No slot table yet: on its own, as the client takes it then.
-    if (nodes === undefined) return send(() => alone(cork.index));
-    const id = nodes.length === 1 ? nodes[0] : nodes.join(",");
-    let corked = cork.pipelines.get(id);
-    if (corked === undefined) {
-      corked = [];
-      cork.pipelines.set(id, corked);
-    }
-    const gathered = corked;
-    return new Promise((resolve, reject) => gathered.push({ add, alone, resolve, reject }));
-  }
-
-  /** Sends what `cork` gathered: one pipeline per master, or a lone command on its own. */
-  #send(cork: Cork): void {
-    for (const commands of cork.pipelines.values()) {
-      if (commands.length === 1) {
-        // A pipeline of one would only cost its own checks.
-        const { alone, resolve, reject } = commands[0];
-        send(() => alone(cork.index)).then(resolve, reject);
-        continue;
-      }
-      const pipeline = pipelineOf(this.#clients[cork.index]);
-      // A redirection ends the pipeline at once, its commands sent again on their own (see
-      // together): ioredis counts redirections down from here, and at zero hands the replies
-      // back.
-      (pipeline as unknown as { leftRedirections: { value: number } }).leftRedirections = {
-        value: 1,
-      };
-      const queued: PipelinedCommand[] = [];
-      for (const { add, alone, resolve, reject } of commands) {
-        add(pipeline);
-        // The command's own reply, not exec()'s list: after a redirection ioredis may have queued
-        // the commands again (with ASKING commands between them) before giving the list back.
-        const command = lastCommand(pipeline);
-        queued.push(command);
-        command.promise.then(
-          resolve,
-          (error) => this.#resend(error, alone, cork.at).then(resolve, reject),
-        );
-      }
-      // exec() rejects only before sending (the keys' slots no longer share a master): nothing
-      // answers the commands then.
-      pipeline.exec().catch((error) => {
-        for (const command of queued) command.reject(error);
-      });
-    }
-  }
-
-  /**
-   * A pipelined command that failed with `error`: sent again on its own when that may help (see
-   * together), else the error.
-   */
-  #resend(
-    error: unknown,
-    alone: (index: number) => Promise<unknown>,
-    sentAt: number,
-  ): Promise<unknown> {
-    const again = error instanceof Error && (
-      error.message.startsWith("NOSCRIPT") ||
-      (isResendable(error) && Date.now() - sentAt <= this.#options.timeoutMs / 2)
-    );
-    return again ? send(() => alone(this.#pickIndex())) : Promise.reject(error);
+  soon(send: () => void): void {
+    if (this.lanes === undefined) send();
+    else this.#pipelines.soon(send);
   }
 
   /** Every master, each SCAN bounded by the timeout (node calls bypass the deadline watch). */
@@ -460,8 +307,8 @@ export class ClusterServers implements Servers {
   srandmember(key: string, count: number): Promise<string[]> {
     const refusal = this.refusal(key);
     if (refusal) return refusal;
-    if (this.#cork === undefined) return send(() => this.#pick().srandmember(key, count));
-    return this.#corked(
+    if (!this.#pipelines.gathering) return send(() => this.#pick().srandmember(key, count));
+    return this.#pipelines.add(
       key,
       (pipeline) => pipeline.srandmember(key, count),
       (index) => this.#clients[index].srandmember(key, count),
