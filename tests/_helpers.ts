@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import process from "node:process";
 import { sha1Hex } from "../src/runtime.ts";
 import {
@@ -130,6 +130,34 @@ export function runProcess(
       resolve({ code, stdout, stderr, elapsedMs: Date.now() - started });
     });
   });
+}
+
+/**
+ * Runs the worker `tests/<name>` in a separate process (`deno run` on its .ts under Deno, `node`
+ * on its compiled .js under Node) with `spec` as JSON in the environment variable `envName`, and
+ * returns the JSON of the last line it printed; a failed or silent worker throws with its output.
+ */
+export async function runWorkerFile<T>(
+  name: string,
+  envName: string,
+  spec: unknown,
+  timeoutMs?: number,
+): Promise<T> {
+  const isDeno = "Deno" in globalThis;
+  const file = fileURLToPath(new URL(`./${name}.${isDeno ? "ts" : "js"}`, import.meta.url));
+  const args = isDeno
+    ? ["run", "--allow-net=127.0.0.1,localhost", "--allow-env", "--allow-read", "--allow-sys", file]
+    : [file];
+  const run = await runProcess(args, {
+    cwd: fileURLToPath(new URL("..", import.meta.url)),
+    env: { ...process.env, [envName]: JSON.stringify(spec) },
+    timeoutMs,
+  });
+  const line = run.stdout.trim().split("\n").pop() ?? "";
+  if (run.code !== 0 || !line.startsWith("{")) {
+    throw new Error(`worker exited with ${run.code}: ${run.stderr}${run.stdout}`);
+  }
+  return JSON.parse(line) as T;
 }
 
 /**

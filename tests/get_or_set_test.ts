@@ -6,8 +6,6 @@
 
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import process from "node:process";
-import { fileURLToPath } from "node:url";
 import {
   cacheGetOrSet,
   CacheInputError,
@@ -26,7 +24,7 @@ import {
   collectingLogger,
   commandCalls,
   KINDS,
-  runProcess,
+  runWorkerFile,
   sleep,
 } from "./_helpers.ts";
 
@@ -69,23 +67,8 @@ interface WorkerOutput {
  * Spawns tests/get_or_set_worker in a separate process: `deno run` on the .ts under Deno, `node`
  * on the compiled .js under Node.
  */
-async function runWorker(spec: WorkerSpec): Promise<WorkerOutput> {
-  const isDeno = "Deno" in globalThis;
-  const file = fileURLToPath(
-    new URL(`./get_or_set_worker.${isDeno ? "ts" : "js"}`, import.meta.url),
-  );
-  const args = isDeno
-    ? ["run", "--allow-net=127.0.0.1,localhost", "--allow-env", "--allow-read", "--allow-sys", file]
-    : [file];
-  const run = await runProcess(args, {
-    cwd: fileURLToPath(new URL("..", import.meta.url)),
-    env: { ...process.env, GET_OR_SET_WORKER: JSON.stringify(spec) },
-  });
-  const line = run.stdout.trim().split("\n").pop() ?? "";
-  if (run.code !== 0 || !line.startsWith("{")) {
-    throw new Error(`worker exited with ${run.code}: ${run.stderr}${run.stdout}`);
-  }
-  return JSON.parse(line) as WorkerOutput;
+function runWorker(spec: WorkerSpec): Promise<WorkerOutput> {
+  return runWorkerFile<WorkerOutput>("get_or_set_worker", "GET_OR_SET_WORKER", spec);
 }
 
 describe("MemoryCache getOrSet", () => {

@@ -9,7 +9,6 @@
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server, type Socket } from "node:net";
-import { fileURLToPath } from "node:url";
 import process from "node:process";
 import { type CacheEvent, RedisCache, RedisConfig, ValkeyCache, ValkeyConfig } from "../mod.ts";
 import type { ClientConstructor, ProtocolClient } from "../src/client_types.ts";
@@ -22,7 +21,7 @@ import {
   collectingLogger,
   commandCalls,
   KINDS,
-  runProcess,
+  runWorkerFile,
   sleep,
 } from "./_helpers.ts";
 import type { ServerKind } from "./harness.ts";
@@ -142,24 +141,8 @@ interface WorkerSpec {
 }
 
 /** Spawns tests/near_cache_worker (`deno run` on the .ts under Deno, `node` on its .js). */
-async function runWorker<T>(spec: WorkerSpec): Promise<T> {
-  const isDeno = "Deno" in globalThis;
-  const file = fileURLToPath(
-    new URL(`./near_cache_worker.${isDeno ? "ts" : "js"}`, import.meta.url),
-  );
-  const args = isDeno
-    ? ["run", "--allow-net=127.0.0.1,localhost", "--allow-env", "--allow-read", "--allow-sys", file]
-    : [file];
-  const run = await runProcess(args, {
-    cwd: fileURLToPath(new URL("..", import.meta.url)),
-    env: { ...process.env, NEAR_CACHE_WORKER: JSON.stringify(spec) },
-    timeoutMs: WORKER_TIMEOUT_MS,
-  });
-  const line = run.stdout.trim().split("\n").pop() ?? "";
-  if (run.code !== 0 || !line.startsWith("{")) {
-    throw new Error(`worker exited with ${run.code}: ${run.stderr}${run.stdout}`);
-  }
-  return JSON.parse(line) as T;
+function runWorker<T>(spec: WorkerSpec): Promise<T> {
+  return runWorkerFile<T>("near_cache_worker", "NEAR_CACHE_WORKER", spec, WORKER_TIMEOUT_MS);
 }
 
 /** Reader processes of the randomized checker (with the writer and the server: about 2 cores). */
