@@ -72,11 +72,6 @@ export class EntryIO {
     return this.#servers;
   }
 
-  /** The value text the near cache holds for `key`, else `undefined` (also when it is off). */
-  local(key: string): string | undefined {
-    return this.#near?.cache.getText(key);
-  }
-
   /**
    * The value text at `key`: from the near cache when it holds it, else read (through the near
    * cache, which installs the reply, while it serves).

@@ -57,7 +57,53 @@ const SHORT_ESCAPES: Record<number, string> = {
  * `input.a[2]`.
  */
 export function canonicalJson(input: unknown): string {
-  return write(input, "", { path: [], stack: [] }, 0);
+  return flatObject(input) ?? write(input, "", { path: [], stack: [] }, 0);
+}
+
+/**
+ * The canonical JSON of the most common key input, a plain object of strings, safe integers,
+ * booleans and nulls, without the general walk's bookkeeping (paths, cycle checks, `toJSON`);
+ * `undefined` for anything else, which {@linkcode write} then serializes (or rejects with its
+ * path). Both give the same text for the inputs this one accepts.
+ */
+function flatObject(input: unknown): string | undefined {
+  if (typeof input !== "object" || input === null || Array.isArray(input)) return undefined;
+  if (Object.getPrototypeOf(input) !== Object.prototype) return undefined;
+  const record = input as Record<string, unknown>;
+  if (record.toJSON !== undefined) return undefined;
+  const keys = Object.keys(record);
+  if (keys.length === 0) return undefined;
+  if (!inOrder(keys)) {
+    for (const k of keys) if (HAS_SURROGATE.test(k)) return undefined;
+    if (keys.length > 8) keys.sort();
+    else insertionSort(keys);
+  }
+  let out = "{";
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i];
+    const value = record[k];
+    let text: string;
+    switch (typeof value) {
+      case "string":
+        text = PLAIN_STRING.test(value) ? `"${value}"` : quote(value);
+        break;
+      case "number":
+        if (!Number.isSafeInteger(value)) return undefined;
+        text = String(value);
+        break;
+      case "boolean":
+        text = value ? "true" : "false";
+        break;
+      case "object":
+        if (value !== null) return undefined;
+        text = "null";
+        break;
+      default:
+        return undefined;
+    }
+    out += (i === 0 ? "" : ", ") + quotedKey(k) + ": " + text;
+  }
+  return out + "}";
 }
 
 /**
@@ -101,6 +147,22 @@ export function hashInput(input: unknown, maxBytes: number = Infinity): string {
         `hash of the data) or raise maxKeyInputBytes`,
     );
   }
+  return canonicalDigest(canonical);
+}
+
+/**
+ * The lowercase hex SHA-256 of a canonical JSON text ({@linkcode hashInput} after its checks),
+ * remembered for short texts.
+ *
+ * @example The digest of an input's canonical form is its hash
+ * ```ts
+ * import { canonicalDigest, canonicalJson, hashInput } from "./keys.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(canonicalDigest(canonicalJson({ a: 1 })), hashInput({ a: 1 }));
+ * ```
+ */
+export function canonicalDigest(canonical: string): string {
   if (canonical.length > MEMO_MAX_CHARS) return sha256Hex(canonical);
   let hash = digestMemo.get(canonical);
   if (hash === undefined) {
@@ -313,7 +375,7 @@ function write(value: unknown, key: string, walk: Walk, depth: number): string {
   const record = value as Record<string, unknown>;
   const keys = Object.keys(record);
   if (keys.length === 0) return "{}";
-  if (keys.length > 1) {
+  if (keys.length > 1 && !inOrder(keys)) {
     keys.sort();
     for (const k of keys) {
       if (HAS_SURROGATE.test(k)) {
@@ -326,10 +388,50 @@ function write(value: unknown, key: string, walk: Walk, depth: number): string {
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i];
     walk.path[inner] = k;
-    out += (i === 0 ? "" : ", ") + (PLAIN_STRING.test(k) ? `"${k}"` : quote(k)) + ": " +
-      write(record[k], k, walk, inner);
+    out += (i === 0 ? "" : ", ") + quotedKey(k) + ": " + write(record[k], k, walk, inner);
   }
   return out + "}";
+}
+
+/**
+ * Whether `keys` are already in Python's order (code points, which equal UTF-16 order without
+ * surrogates): the common case of an input written with its keys sorted, which then skips the
+ * sort.
+ */
+function inOrder(keys: string[]): boolean {
+  for (let i = 1; i < keys.length; i++) {
+    if (!(keys[i - 1] < keys[i]) || HAS_SURROGATE.test(keys[i])) return false;
+  }
+  return !HAS_SURROGATE.test(keys[0]);
+}
+
+/** Sorts a few strings by UTF-16 code units (as `sort()` does), without its call overhead. */
+function insertionSort(keys: string[]): void {
+  for (let i = 1; i < keys.length; i++) {
+    const k = keys[i];
+    let j = i - 1;
+    for (; j >= 0 && keys[j] > k; j--) keys[j + 1] = keys[j];
+    keys[j + 1] = k;
+  }
+}
+
+/**
+ * Property names quoted, remembered: an application keys on the same few property names again
+ * and again, and a lookup of a property name (whose hash the engine keeps) costs less than the
+ * test for characters that need escaping. Bounded by QUOTED_KEYS names of up to 64 characters.
+ */
+let quotedKeys = new Map<string, string>();
+const QUOTED_KEYS = 1024;
+
+function quotedKey(k: string): string {
+  let quoted = quotedKeys.get(k);
+  if (quoted !== undefined) return quoted;
+  quoted = PLAIN_STRING.test(k) ? `"${k}"` : quote(k);
+  if (k.length <= 64) {
+    if (quotedKeys.size >= QUOTED_KEYS) quotedKeys = new Map();
+    quotedKeys.set(k, quoted);
+  }
+  return quoted;
 }
 
 /** Quotes a string that needs escaping, as Python's `ensure_ascii` encoder does. */

@@ -1,7 +1,9 @@
 /**
  * The near cache: an in-process LRU of entry values, kept coherent by the server's invalidations
- * (src/tracking.ts delivers them). It stores each value's JSON text, so every hit parses a copy of
- * its own and no caller can change what is cached.
+ * (src/tracking.ts delivers them). It stores each value's JSON text as read; the first hit that
+ * wants the value parses it once into a private master copy (the text is dropped then) and every
+ * hit hands out a fresh copy of that master ({@linkcode copyJson}: 3-6x cheaper than parsing the
+ * text again), so no caller can change what is cached.
  *
  * Three rules keep it from serving a value the server no longer holds:
  * - Invalidations: `invalidate(key)` drops the key's entry, `flush()` drops every entry.
@@ -24,7 +26,7 @@
  * @module
  */
 
-import { parseValue } from "./values.ts";
+import { copyJson } from "./json_copy.ts";
 
 /** The near cache's settings, resolved. */
 export interface NearCacheSettings {
@@ -82,7 +84,11 @@ export interface ReadToken {
 }
 
 interface Entry {
-  text: string;
+  /** The JSON text as read, until a hit parsed it into `value` (then `undefined`). */
+  text: string | undefined;
+  /** The parsed master copy, never handed out (`undefined` until the first value hit). */
+  value: unknown;
+  /** The UTF-8 length of the JSON text (what `maxBytes` bounds). */
   bytes: number;
   /** The cache clock's time after which the entry is gone (`Infinity`: no deadline). */
   expiresAt: number;
@@ -167,17 +173,52 @@ export class NearCache {
   }
 
   /**
-   * The value of `key` parsed from its cached text (a fresh copy), or `undefined` on a miss.
-   * `null` values are never cached, so `undefined` is the only miss.
+   * A fresh copy of the value held for `key`, or `undefined` on a miss. `null` values are never
+   * cached, so `undefined` is the only miss.
+   *
+   * @param now The cache clock now, when the caller has just read it.
+   * @throws {SyntaxError} When the text read from the server is not JSON (the entry stays as it
+   * was; the caller reports it as it would a server reply that does not parse).
    */
-  get<T>(key: string): T | undefined {
-    const text = this.getText(key);
-    return text === undefined ? undefined : parseValue<T>(text);
+  get<T>(key: string, now: number = this.#now()): T | undefined {
+    const entry = this.#lookup(key, now);
+    if (entry === undefined) return undefined;
+    if (entry.text === undefined) return copyJson(entry.value) as T;
+    const value = JSON.parse(entry.text);
+    let copy: unknown;
+    try {
+      copy = copyJson(value);
+    } catch {
+      // Nested too deep to copy by recursion (only a foreign writer makes such a value): this
+      // entry keeps its text and parses it on every hit.
+      return value as T;
+    }
+    entry.value = value;
+    entry.text = undefined;
+    return copy as T;
   }
 
-  /** The cached JSON text of `key` (moved to most recently used), or `undefined` on a miss. */
-  getText(key: string): string | undefined {
-    const now = this.#now();
+  /**
+   * The JSON text held for `key` (moved to most recently used), or `undefined` on a miss.
+   *
+   * @param now The cache clock now, when the caller has just read it.
+   */
+  getText(key: string, now: number = this.#now()): string | undefined {
+    const entry = this.#lookup(key, now);
+    if (entry === undefined) return undefined;
+    return entry.text ?? JSON.stringify(entry.value);
+  }
+
+  /**
+   * Whether `key` is held, counted as a hit or a miss and moved to most recently used (`exists`,
+   * which needs no value).
+   */
+  holds(key: string, now: number = this.#now()): boolean {
+    return this.#lookup(key, now) !== undefined;
+  }
+
+  /** The entry of `key` if it may be served (counted, moved to most recently used). */
+  #lookup(key: string, now: number): Entry | undefined {
     if (!(now < this.#validUntil)) {
       this.#lapse(now);
       this.#counters.misses++;
@@ -197,7 +238,7 @@ export class NearCache {
     this.#entries.delete(key);
     this.#entries.set(key, entry);
     this.#counters.hits++;
-    return entry.text;
+    return entry;
   }
 
   /** Whether `key` is held, without counting or reordering (for tests and `exists`). */
@@ -349,7 +390,7 @@ export class NearCache {
     if (bytes > this.#maxBytes || this.#maxEntries < 1) return false;
     const old = this.#entries.get(key);
     if (old !== undefined) this.#drop(key, old);
-    this.#entries.set(key, { text, bytes, expiresAt });
+    this.#entries.set(key, { text, value: undefined, bytes, expiresAt });
     this.#bytes += bytes;
     // Least recently used first in the Map's order.
     let evicted = 0;

@@ -8,6 +8,7 @@ import { readFile } from "node:fs/promises";
 import { describe, it } from "node:test";
 import process from "node:process";
 import { pathToFileURL } from "node:url";
+import { EntryKeys } from "../src/entry_keys.ts";
 import { CacheInputError } from "../src/errors.ts";
 import {
   canonicalJson,
@@ -18,6 +19,7 @@ import {
   normalizeCompanyId,
   registryKey,
 } from "../src/keys.ts";
+import { ClusterLayout, StandaloneLayout } from "../src/layout.ts";
 import { sha256Hex } from "../src/runtime.ts";
 
 interface VectorRow {
@@ -312,5 +314,140 @@ describe("hashInput digest memo", () => {
     // An input too long to memoize is hashed directly.
     const long = { q: "x".repeat(1000) };
     assert.equal(hashInput(long), sha256Hex(canonicalJson(long)));
+  });
+});
+
+/** A random property name: plain, escaped, non-ASCII, astral or with a lone surrogate. */
+function randomName(random: () => number): string {
+  const pool = [
+    "a",
+    "b",
+    "id",
+    "query",
+    "Z",
+    "_",
+    "é",
+    "日本",
+    "\u{1F600}",
+    "\ud800",
+    '"',
+    "\n",
+    "\uffff",
+  ];
+  let name = "";
+  const length = Math.floor(random() * 3);
+  for (let i = 0; i <= length; i++) name += pool[Math.floor(random() * pool.length)];
+  return name;
+}
+
+/** A random value of a flat object: mostly the kinds the fast path takes, some it hands on. */
+function randomScalar(random: () => number): unknown {
+  const pick = Math.floor(random() * 9);
+  switch (pick) {
+    case 0:
+      return randomName(random);
+    case 1:
+      return Math.floor(random() * 2 ** 53) * (random() < 0.5 ? -1 : 1);
+    case 2:
+      return random() * 1e6; // a float: the general path writes it
+    case 3:
+      return random() < 0.5;
+    case 4:
+      return null;
+    case 5:
+      return -0;
+    case 6:
+      return 2 ** 60; // beyond safe integers: repr(float)
+    case 7:
+      return [1, "x"]; // nested: the general path
+    default:
+      return "plain text";
+  }
+}
+
+/** A small deterministic generator, so a failure names a seed that reproduces it. */
+function seeded(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe("canonicalJson of flat objects", () => {
+  it("writes a flat object exactly as inside an array (the general walk)", () => {
+    // The root object takes a fast path; the same object inside an array takes the general walk.
+    for (let seed = 1; seed <= 3000; seed++) {
+      const random = seeded(seed);
+      const record: Record<string, unknown> = {};
+      const size = Math.floor(random() * 6) + 1;
+      for (let i = 0; i < size; i++) record[randomName(random)] = randomScalar(random);
+      assert.equal(
+        "[" + canonicalJson(record) + "]",
+        canonicalJson([record]),
+        `seed ${seed}: ${JSON.stringify(record)}`,
+      );
+    }
+  });
+
+  it("still rejects bad values with their path and honours toJSON", () => {
+    assert.throws(() => canonicalJson({ b: 1, a: NaN }), /NaN at input\.a: /);
+    assert.throws(() => canonicalJson({ a: undefined }), /undefined at input\.a: /);
+    assert.equal(canonicalJson({ toJSON: () => ({ b: 1 }) }), '{"b": 1}');
+    // A toJSON that is not a function is an ordinary property.
+    assert.equal(canonicalJson({ toJSON: 1, a: 2 }), '{"a": 2, "toJSON": 1}');
+    assert.equal(
+      canonicalJson(Object.assign(Object.create(null), { b: 1, a: 2 })),
+      '{"a": 2, "b": 1}',
+    );
+  });
+});
+
+describe("EntryKeys", () => {
+  const layouts = [
+    ["standalone", new StandaloneLayout("cache:")],
+    ["cluster", new ClusterLayout("cache:", { tenantBuckets: 4, globalBuckets: 16 })],
+  ] as const;
+  for (const [label, layout] of layouts) {
+    it(`gives the layout's key for every input and scope across memo refills (${label})`, () => {
+      const keys = new EntryKeys(layout, "users", 1024);
+      // 5,000 inputs x 3 scopes overflow the memo (4,096) several times.
+      const inputs: unknown[] = Array.from(
+        { length: 5000 },
+        (_, i) => i % 2 === 0 ? `user:${i}` : { q: "k", i },
+      );
+      for (let pass = 0; pass < 2; pass++) {
+        for (const companyId of [undefined, "acme", "7"]) {
+          inputs.forEach((input, i) => {
+            assert.equal(
+              keys.of(input, companyId),
+              layout.entryKey("users", hashInput(input), companyId),
+              `pass ${pass}, scope ${companyId}, input ${i}`,
+            );
+          });
+        }
+      }
+    });
+  }
+
+  it("keeps a string input apart from an object whose canonical JSON is that string", () => {
+    const keys = new EntryKeys(new StandaloneLayout("cache:"), "", 1024);
+    const object = { a: 1 };
+    const text = canonicalJson(object); // '{"a": 1}'
+    const fromObject = keys.of(object, undefined);
+    assert.notEqual(keys.of(text, undefined), fromObject);
+    assert.equal(keys.of(text, undefined), entryKey("cache:", "", hashInput(text)));
+    assert.equal(keys.of(object, undefined), fromObject);
+  });
+
+  it("rejects an input over maxKeyInputBytes every time, remembered or not", () => {
+    const keys = new EntryKeys(new StandaloneLayout("cache:"), "", 16);
+    for (let i = 0; i < 2; i++) {
+      assert.throws(() => keys.of("x".repeat(20), undefined), /maxKeyInputBytes/);
+      assert.throws(() => keys.of({ long: "y".repeat(20) }, "acme"), /maxKeyInputBytes/);
+    }
   });
 });

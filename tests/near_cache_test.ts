@@ -139,7 +139,41 @@ describe("near cache (module)", () => {
     first.list.push(3);
     first.n.x = 99;
     assert.deepEqual(cache.get("a"), { list: [1, 2], n: { x: 1 } });
-    assert.equal(cache.counters.hits, 2);
+    // Every later hit copies the parsed master: mutating one copy reaches no other.
+    const second = cache.get<{ list: number[] }>("a")!;
+    second.list.length = 0;
+    assert.deepEqual(cache.get("a"), { list: [1, 2], n: { x: 1 } });
+    assert.equal(cache.counters.hits, 4);
+    // The text form of an entry already parsed is the same JSON.
+    assert.deepEqual(JSON.parse(cache.getText("a")!), { list: [1, 2], n: { x: 1 } });
+  });
+
+  it("copies a __proto__ key as an own property, as JSON.parse reads it", () => {
+    const { cache } = manualCache();
+    const text = '{"__proto__": {"admin": true}, "a": 1}';
+    fill(cache, "a", text);
+    for (let i = 0; i < 3; i++) {
+      const hit = cache.get<Record<string, unknown>>("a")!;
+      assert.equal(Object.getPrototypeOf(hit), Object.prototype, `hit ${i}`);
+      assert.equal((hit as { admin?: unknown }).admin, undefined);
+      assert.deepEqual(Object.keys(hit), ["__proto__", "a"]);
+      assert.deepEqual(hit, JSON.parse(text));
+    }
+  });
+
+  it("serves a value nested too deep to copy by recursion (a foreign writer's)", () => {
+    const { cache } = manualCache({ maxBytes: 1 << 22 });
+    const depth = 200_000;
+    fill(cache, "deep", "[".repeat(depth) + "]".repeat(depth));
+    for (let i = 0; i < 2; i++) {
+      let node = cache.get<unknown[]>("deep");
+      let levels = 0;
+      while (Array.isArray(node) && node.length > 0) {
+        node = node[0] as unknown[];
+        levels++;
+      }
+      assert.equal(levels, depth - 1, `hit ${i}`);
+    }
   });
 
   it("never keeps an entry past its server TTL or the local cap", () => {
