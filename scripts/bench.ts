@@ -53,6 +53,7 @@ import { entryKey, hashInput } from "../src/keys.ts";
 import { ClusterLayout } from "../src/layout.ts";
 import { type ServerKind, startServer, type TestServer } from "../tests/harness.ts";
 import { startCluster } from "../tests/cluster_harness.ts";
+import { fmt, median, percentile } from "./bench_figures.ts";
 
 /** The commands the bench sends directly, as ioredis and iovalkey define them. */
 interface BareClient {
@@ -216,17 +217,6 @@ async function runInterleaved(
   }));
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
 function figure(samples: Sample[]): Figure {
   const all = samples.flatMap((s) => s.latencies).sort((a, b) => a - b);
   return {
@@ -354,11 +344,6 @@ async function compareVariants(
 
 // ---------------------------------------------------------------------------------------------
 // Output
-
-const fmt = (n: number, digits = 0) =>
-  Number.isFinite(n)
-    ? n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits })
-    : "-";
 
 function printHeader(): void {
   console.log(

@@ -15,6 +15,7 @@
 
 import { RedisCache, RedisConfig } from "../mod.ts";
 import { startServer } from "../tests/harness.ts";
+import { percentile } from "./bench_figures.ts";
 
 interface Commands {
   get(key: string): Promise<string | null>;
@@ -22,10 +23,6 @@ interface Commands {
 
 const calls = Number(Deno.args[0] ?? 2000);
 const rounds = 5;
-
-function percentile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-}
 
 async function time(samples: number[], call: () => Promise<unknown>, n: number): Promise<void> {
   for (let i = 0; i < n; i++) {

@@ -5,7 +5,8 @@
  * relative imports (`../mod.js`, `../src/keys.js`) are the package's own shipped files. Neither
  * directory is in the package's `files`, so `npm pack` leaves them out.
  *
- * scripts/bench_near_worker.ts (the second process of a near-cache row) is compiled alongside.
+ * scripts/bench_near_worker.ts (the second process of a near-cache row) is compiled alongside,
+ * and so is every module of scripts/ they import (scripts/bench_figures.ts).
  *
  * The peer rows (`near cache vs BentoCache`) need npm `bentocache`: it is installed, with the
  * ioredis it drives, into a directory of the bench's own (`.tools/bench-peers/`, gitignored), never
@@ -118,12 +119,15 @@ async function main(): Promise<number> {
     { ...compilerOptions(STAGING_DIR), declaration: false, sourceMap: false },
     ["scripts/bench.ts", "scripts/bench_near_worker.ts"],
   );
-  // The bench, its worker and every test module they import (the harness and what it loads).
-  const harness = (await readdir(join(STAGING_DIR, "tests"))).filter((f) => f.endsWith(".js"));
-  const scripts = ["scripts/bench.js", "scripts/bench_near_worker.js"];
-  for (const file of [...scripts, ...harness.map((f) => `tests/${f}`)]) {
-    await mkdir(join(NPM_DIR, file, ".."), { recursive: true });
-    await copyFile(join(STAGING_DIR, file), join(NPM_DIR, file));
+  // Every module tsc emitted: the bench, its worker, the scripts they import (bench_figures) and
+  // the test modules they import (the harness and what it loads).
+  for (const dir of ["scripts", "tests"]) {
+    await mkdir(join(NPM_DIR, dir), { recursive: true });
+    for (const name of await readdir(join(STAGING_DIR, dir))) {
+      if (name.endsWith(".js")) {
+        await copyFile(join(STAGING_DIR, dir, name), join(NPM_DIR, dir, name));
+      }
+    }
   }
   await rm(STAGING_DIR, { recursive: true, force: true });
   await ensureClients();

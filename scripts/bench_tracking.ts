@@ -44,6 +44,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { type ServerKind, startServer } from "../tests/harness.ts";
+import { fmt } from "./bench_figures.ts";
 
 type Mode = "off" | "bcast" | "default";
 type Pattern = "all" | "split";
@@ -385,11 +386,6 @@ async function measure(
     await Promise.all([admin.quit(), writer.quit()]);
   }
 }
-
-const fmt = (n: number, digits = 0) =>
-  Number.isFinite(n)
-    ? n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits })
-    : "-";
 
 function printResult(r: RunResult): void {
   const sum = (f: (x: ReaderReport) => number) => r.perReader.reduce((s, x) => s + f(x), 0);
