@@ -38,12 +38,14 @@ export {
   cacheSet,
   cacheSetMany,
   cacheStats,
+} from "./src/facade.ts";
+export {
   closeCache,
   getCache,
   getCacheClient,
   setCache,
   type SetCacheOptions,
-} from "./src/facade.ts";
+} from "./src/global_cache.ts";
 export { RedisCache } from "./src/redis.ts";
 export { ValkeyCache } from "./src/valkey.ts";
 export { MemoryCache, type MemoryCacheOptions } from "./src/memory.ts";
@@ -87,6 +89,6 @@ export type {
   OperationStats,
 } from "./src/stats.ts";
 export type { CacheLogger } from "./src/log.ts";
-export type { OtelMeterProvider, OtelOptions, OtelTracerProvider } from "./src/otel.ts";
+export type { OtelMeterProvider, OtelOptions, OtelTracerProvider } from "./src/otel_options.ts";
 export type { ScriptClient } from "./src/scripts.ts";
 export type { EnvRecord } from "./src/runtime.ts";

@@ -15,12 +15,14 @@ import {
   requireCompanyId,
 } from "./keys.ts";
 import { type CacheLogger, FaultLog } from "./log.ts";
-import { allGenerationKey, registryGenerationKey, StandaloneLayout } from "./layout.ts";
-import { GetOrSetRunner, type GetOrSetStore } from "./get_or_set.ts";
-import { attachOtel, type OtelHandle, type OtelOptions } from "./otel.ts";
+import { StandaloneLayout } from "./layout.ts";
+import { GetOrSetRunner } from "./get_or_set.ts";
+import { MemoryStore, type PreparedWrite } from "./memory_store.ts";
+import { attachOtel, type OtelHandle } from "./otel.ts";
+import type { OtelOptions } from "./otel_options.ts";
 import type { NearCacheOptions } from "./provider_options.ts";
 import { type CacheEventListener, type CacheStats, type Histogram, Metrics } from "./stats.ts";
-import { requireTags, tagIndexKey, tagSetKey, validateTags } from "./tags.ts";
+import { requireTags, validateTags } from "./tags.ts";
 import type {
   CacheBackend,
   ClearOptions,
@@ -119,27 +121,6 @@ export interface MemoryCacheOptions {
   otel?: boolean | OtelOptions;
 }
 
-interface Lock {
-  token: string;
-  /** Epoch milliseconds after which the lock is free. */
-  expiresAt: number;
-}
-
-/** A validated write: the entries' keys and JSON texts, their TTL and their registry. */
-interface PreparedWrite {
-  pairs: [string, string][];
-  ttlMs: number;
-  registry: string;
-  /** The entries' tags (checked), empty for none. */
-  tags: readonly string[];
-}
-
-interface Entry {
-  text: string;
-  /** Epoch milliseconds after which the entry is gone; 0 = never. */
-  expiresAt: number;
-}
-
 /**
  * An in-process cache with the semantics of `RedisCache`: the same keys, TTLs, tenants, clears
  * and JSON round-trip (values are stored as JSON text, so a caller can never mutate a cached
@@ -167,16 +148,8 @@ export class MemoryCache implements CacheBackend {
   readonly #defaultTtl: number | null;
   readonly #maxValueBytes: number;
   readonly #maxKeyInputBytes: number;
-  readonly #entries = new Map<string, Entry>();
-  readonly #registries = new Map<string, Set<string>>();
-  /** Tag sets (entry keys) by tag set key, as on the server (src/tags.ts). */
-  readonly #tagSets = new Map<string, Set<string>>();
-  /** Each scope's tag sets, by tag index key. */
-  readonly #tagIndexes = new Map<string, Set<string>>();
-  /** getOrSet's locks, by lock key. */
-  readonly #locks = new Map<string, Lock>();
-  /** Generation counters, by counter key (created by a getOrSet miss, bumped by clears). */
-  readonly #generations = new Map<string, number>();
+  /** Entries, registries, tags, locks and generations (src/memory_store.ts). */
+  readonly #store: MemoryStore;
   readonly #log: FaultLog;
   readonly #metrics: Metrics;
   /** The OpenTelemetry recorder's link, when the `otel` option is on (src/otel.ts). */
@@ -186,7 +159,6 @@ export class MemoryCache implements CacheBackend {
   readonly #opGetMany: Histogram;
   readonly #opSetMany: Histogram;
   readonly #getOrSet: GetOrSetRunner;
-  #sweepAt = 1024;
   /** Set by close(): like a server provider's closed connection, every later call is a miss. */
   #closed = false;
 
@@ -208,6 +180,7 @@ export class MemoryCache implements CacheBackend {
     if (this.#defaultTtl !== null) ttlToMs(this.#defaultTtl, null);
     this.#maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
     this.#maxKeyInputBytes = options.maxKeyInputBytes ?? DEFAULT_MAX_KEY_INPUT_BYTES;
+    this.#store = new MemoryStore(this.prefix);
     this.#log = new FaultLog(options.logger);
     this.#metrics = new Metrics(
       options.onEvent,
@@ -229,7 +202,7 @@ export class MemoryCache implements CacheBackend {
       defaultTtl: this.#defaultTtl,
       maxValueBytes: this.#maxValueBytes,
       maxKeyInputBytes: this.#maxKeyInputBytes,
-      store: this.#store(),
+      store: this.#store.getOrSetStore(() => this.#refuseGetOrSet()),
       metrics: this.#metrics,
       log: this.#log,
       // An in-process store has no server to fail.
@@ -264,12 +237,7 @@ export class MemoryCache implements CacheBackend {
   async close(): Promise<void> {
     this.#closed = true;
     this.#otel.close();
-    this.#entries.clear();
-    this.#registries.clear();
-    this.#tagSets.clear();
-    this.#tagIndexes.clear();
-    this.#locks.clear();
-    this.#generations.clear();
+    this.#store.reset();
   }
 
   /** The cached value (a fresh copy), or `null` on a miss. */
@@ -278,7 +246,7 @@ export class MemoryCache implements CacheBackend {
     const companyId = normalizeCompanyId(options?.companyId);
     const key = this.#key(input, companyId);
     if (this.#refused("get")) return null;
-    const text = this.#live(key)?.text;
+    const text = this.#store.text(key);
     this.#metrics.lookup(this.#opGet, text !== undefined, start, companyId, key);
     return text === undefined ? null : parseValue<T>(text);
   }
@@ -289,7 +257,7 @@ export class MemoryCache implements CacheBackend {
     const companyId = normalizeCompanyId(options?.companyId);
     const prepared = this.#prepare([[input, value]], companyId, options?.ttl, options?.tags);
     if (this.#refused("set")) return false;
-    const [key] = this.#write(prepared);
+    const [key] = this.#store.write(prepared);
     this.#metrics.stored(this.#opSet, start, companyId, key);
     return true;
   }
@@ -299,17 +267,14 @@ export class MemoryCache implements CacheBackend {
     const companyId = normalizeCompanyId(options?.companyId);
     const key = this.#key(input, companyId);
     if (this.#refused("delete")) return false;
-    const existed = this.#live(key) !== undefined;
-    this.#entries.delete(key);
-    this.#unregister(registryKey(this.prefix, companyId), key);
-    return existed;
+    return this.#store.delete(key, registryKey(this.prefix, companyId));
   }
 
   /** `true` when the entry exists and has not expired. */
   async exists(input: unknown, options?: EntryOptions): Promise<boolean> {
     const key = this.#key(input, normalizeCompanyId(options?.companyId));
     if (this.#refused("exists")) return false;
-    return this.#live(key) !== undefined;
+    return this.#store.text(key) !== undefined;
   }
 
   /** The values of `inputs`, in input order, `null` for each miss. */
@@ -321,7 +286,7 @@ export class MemoryCache implements CacheBackend {
     const companyId = normalizeCompanyId(options?.companyId);
     const keys = inputList(inputs).map((input) => this.#key(input, companyId));
     if (keys.length > 0 && this.#refused("getMany")) return keys.map(() => null);
-    const texts = keys.map((key) => this.#live(key)?.text);
+    const texts = keys.map((key) => this.#store.text(key));
     if (keys.length > 0) {
       const found = texts.map((text) => text !== undefined);
       this.#metrics.lookups(this.#opGetMany, keys, found, start, companyId);
@@ -338,7 +303,7 @@ export class MemoryCache implements CacheBackend {
     const companyId = normalizeCompanyId(options?.companyId);
     const prepared = this.#prepare(entryList(entries), companyId, options?.ttl, options?.tags);
     if (this.#refused("setMany")) return false;
-    const keys = this.#write(prepared);
+    const keys = this.#store.write(prepared);
     this.#metrics.stored(this.#opSetMany, start, companyId, undefined, keys.length);
     return true;
   }
@@ -359,36 +324,6 @@ export class MemoryCache implements CacheBackend {
     return { pairs, ttlMs, registry: registryKey(this.prefix, companyId), tags: checked };
   }
 
-  /** Stores validated entries and registers them; returns their keys. */
-  #write({ pairs: prepared, ttlMs, registry, tags }: PreparedWrite): string[] {
-    let members = this.#registries.get(registry);
-    if (!members) this.#registries.set(registry, members = new Set());
-    const expiresAt = ttlMs === 0 ? 0 : Date.now() + ttlMs;
-    for (const [key, text] of prepared) {
-      this.#entries.set(key, { text, expiresAt });
-      members.add(key);
-    }
-    const keys = prepared.map(([key]) => key);
-    this.#tag(registry, tags, keys);
-    this.#maybeSweep();
-    return keys;
-  }
-
-  /** Adds `keys` to the set of each of `tags` in `registry`'s scope. */
-  #tag(registry: string, tags: readonly string[], keys: readonly string[]): void {
-    if (tags.length === 0) return;
-    const indexKey = tagIndexKey(this.prefix, registry);
-    let index = this.#tagIndexes.get(indexKey);
-    if (!index) this.#tagIndexes.set(indexKey, index = new Set());
-    for (const tag of tags) {
-      const setKey = tagSetKey(this.prefix, registry, tag);
-      let set = this.#tagSets.get(setKey);
-      if (!set) this.#tagSets.set(setKey, set = new Set());
-      for (const key of keys) set.add(key);
-      index.add(setKey);
-    }
-  }
-
   /**
    * Deletes every entry of one scope that carries any of `tags`; returns how many were deleted
    * (an entry carrying several of them counts once). Counts as a clear for getOrSet. It deletes
@@ -402,23 +337,7 @@ export class MemoryCache implements CacheBackend {
     const checked = requireTags(tags);
     const companyId = normalizeCompanyId(options?.companyId);
     if (this.#refused("invalidateTags")) return 0;
-    const registry = registryKey(this.prefix, companyId);
-    this.#bump(registryGenerationKey(this.prefix, registry));
-    const index = this.#tagIndexes.get(tagIndexKey(this.prefix, registry));
-    let deleted = 0;
-    for (const tag of checked) {
-      const setKey = tagSetKey(this.prefix, registry, tag);
-      const set = this.#tagSets.get(setKey);
-      if (!set) continue;
-      for (const key of set) {
-        if (this.#live(key) !== undefined) deleted++;
-        this.#entries.delete(key);
-        this.#unregister(registry, key);
-      }
-      this.#tagSets.delete(setKey);
-      index?.delete(setKey);
-    }
-    if (index?.size === 0) this.#tagIndexes.delete(tagIndexKey(this.prefix, registry));
+    const deleted = this.#store.invalidateTags(registryKey(this.prefix, companyId), checked);
     this.#metrics.cleared(this.#metrics.operation("invalidateTags"), start, deleted, companyId);
     return deleted;
   }
@@ -431,7 +350,7 @@ export class MemoryCache implements CacheBackend {
     const start = performance.now();
     const id = requireCompanyId(companyId);
     if (this.#refused("clearCompany")) return 0;
-    const deleted = this.#clear(registryKey(this.prefix, id));
+    const deleted = this.#store.clear(registryKey(this.prefix, id));
     this.#metrics.cleared(this.#metrics.operation("clearCompany"), start, deleted, id);
     return deleted;
   }
@@ -440,7 +359,7 @@ export class MemoryCache implements CacheBackend {
   async clearGlobal(_options?: ClearOptions): Promise<number> {
     const start = performance.now();
     if (this.#refused("clearGlobal")) return 0;
-    const deleted = this.#clear(registryKey(this.prefix, undefined));
+    const deleted = this.#store.clear(registryKey(this.prefix, undefined));
     this.#metrics.cleared(this.#metrics.operation("clearGlobal"), start, deleted);
     return deleted;
   }
@@ -449,11 +368,7 @@ export class MemoryCache implements CacheBackend {
   async clearAll(_options?: ClearOptions): Promise<number> {
     const start = performance.now();
     if (this.#refused("clearAll")) return 0;
-    this.#bump(allGenerationKey(this.prefix));
-    let deleted = 0;
-    for (const registry of [...this.#registries.keys()]) deleted += this.#clear(registry);
-    this.#tagSets.clear();
-    this.#tagIndexes.clear();
+    const deleted = this.#store.clearAll();
     this.#metrics.cleared(this.#metrics.operation("clearAll"), start, deleted);
     return deleted;
   }
@@ -488,55 +403,6 @@ export class MemoryCache implements CacheBackend {
     return this.#metrics.subscribe(listener);
   }
 
-  /** getOrSet's primitives, with the semantics of the Lua scripts. */
-  #store(): GetOrSetStore {
-    return {
-      get: async (key) => {
-        this.#refuseGetOrSet();
-        return this.#live(key)?.text ?? null;
-      },
-      readOrLock: async (keys, token, lockMs, staleMs) => {
-        this.#refuseGetOrSet();
-        const now = Date.now();
-        const entry = this.#live(keys.key);
-        if (entry) {
-          const left = entry.expiresAt === 0 ? Infinity : entry.expiresAt - now;
-          if (staleMs <= 0 || left > staleMs) {
-            return { status: 1, text: entry.text, generation: "", all: "" };
-          }
-        }
-        const lock = this.#locks.get(keys.lock);
-        const taken = !lock || lock.expiresAt <= now;
-        if (taken) this.#locks.set(keys.lock, { token, expiresAt: now + lockMs });
-        for (const counter of [keys.generation, keys.all]) {
-          if (!this.#generations.has(counter)) this.#generations.set(counter, 0);
-        }
-        return {
-          status: entry ? (taken ? 2 : 3) : (taken ? 4 : 5),
-          text: entry?.text ?? null,
-          generation: String(this.#generations.get(keys.generation)),
-          all: String(this.#generations.get(keys.all)),
-        };
-      },
-      setIfGeneration: async (keys, text, ttlMs, reply, token) => {
-        this.#refuseGetOrSet();
-        this.#unlock(keys.lock, token);
-        if (
-          String(this.#generations.get(keys.generation)) !== reply.generation ||
-          String(this.#generations.get(keys.all)) !== reply.all
-        ) return false;
-        let members = this.#registries.get(keys.registry);
-        if (!members) this.#registries.set(keys.registry, members = new Set());
-        this.#entries.set(keys.key, { text, expiresAt: ttlMs === 0 ? 0 : Date.now() + ttlMs });
-        members.add(keys.key);
-        this.#tag(keys.registry, keys.tags, [keys.key]);
-        this.#maybeSweep();
-        return true;
-      },
-      releaseLock: async (keys, token) => this.#unlock(keys.lock, token),
-    };
-  }
-
   /**
    * `true` (logged once) when the cache is closed: the call is then served as a miss, as a
    * server provider serves it once its connections are closed.
@@ -555,102 +421,13 @@ export class MemoryCache implements CacheBackend {
     if (this.#refused("getOrSet")) throw new Error("MemoryCache is closed");
   }
 
-  #unlock(lock: string, token: string): void {
-    if (token !== "" && this.#locks.get(lock)?.token === token) this.#locks.delete(lock);
-  }
-
-  /** Increments a generation counter that exists (a getOrSet may be relying on it). */
-  #bump(counter: string): void {
-    const value = this.#generations.get(counter);
-    if (value !== undefined) this.#generations.set(counter, value + 1);
-  }
-
   /** Removes registry members whose entry has expired; returns how many were removed. */
   async pruneRegistries(): Promise<number> {
     if (this.#refused("prune")) return 0;
-    let removed = 0;
-    for (const [registry, members] of this.#registries) {
-      for (const key of members) {
-        if (this.#live(key) === undefined) {
-          members.delete(key);
-          removed++;
-        }
-      }
-      if (members.size === 0) this.#registries.delete(registry);
-    }
-    return removed + this.#pruneTagSets();
-  }
-
-  /** Drops tag set members whose entry is gone, and empty tag sets; returns members removed. */
-  #pruneTagSets(): number {
-    let removed = 0;
-    for (const [setKey, set] of this.#tagSets) {
-      for (const key of set) {
-        if (this.#live(key) === undefined) {
-          set.delete(key);
-          removed++;
-        }
-      }
-      if (set.size === 0) this.#tagSets.delete(setKey);
-    }
-    for (const [indexKey, index] of this.#tagIndexes) {
-      for (const setKey of index) {
-        if (!this.#tagSets.has(setKey)) {
-          index.delete(setKey);
-          removed++;
-        }
-      }
-      if (index.size === 0) this.#tagIndexes.delete(indexKey);
-    }
-    return removed;
+    return this.#store.prune();
   }
 
   #key(input: unknown, companyId: string | undefined): string {
     return entryKey(this.prefix, this.name, hashInput(input, this.#maxKeyInputBytes), companyId);
-  }
-
-  /** The entry if it exists and has not expired; drops it when it has. */
-  #live(key: string): Entry | undefined {
-    const entry = this.#entries.get(key);
-    if (entry && entry.expiresAt !== 0 && entry.expiresAt <= Date.now()) {
-      this.#entries.delete(key);
-      return undefined;
-    }
-    return entry;
-  }
-
-  #clear(registry: string): number {
-    this.#bump(registryGenerationKey(this.prefix, registry));
-    const indexKey = tagIndexKey(this.prefix, registry);
-    for (const setKey of this.#tagIndexes.get(indexKey) ?? []) this.#tagSets.delete(setKey);
-    this.#tagIndexes.delete(indexKey);
-    const members = this.#registries.get(registry);
-    if (!members) return 0;
-    let deleted = 0;
-    for (const key of members) {
-      if (this.#live(key) !== undefined) deleted++;
-      this.#entries.delete(key);
-    }
-    this.#registries.delete(registry);
-    return deleted;
-  }
-
-  #unregister(registry: string, key: string): void {
-    const members = this.#registries.get(registry);
-    if (!members) return;
-    members.delete(key);
-    if (members.size === 0) this.#registries.delete(registry);
-  }
-
-  /** Drops expired entries once the map has doubled since the last sweep, so it stays bounded. */
-  #maybeSweep(): void {
-    if (this.#entries.size < this.#sweepAt) return;
-    const now = Date.now();
-    for (const [key, entry] of this.#entries) {
-      if (entry.expiresAt !== 0 && entry.expiresAt <= now) this.#entries.delete(key);
-    }
-    // Tag sets stay bounded as the server's do (there, by sampling in the write script).
-    if (this.#tagSets.size > 0) this.#pruneTagSets();
-    this.#sweepAt = Math.max(1024, this.#entries.size * 2);
   }
 }

@@ -10,7 +10,7 @@ import type { RedisConfig } from "./config.ts";
 import { CacheInputError } from "./errors.ts";
 import { DEFAULT_MAX_KEY_INPUT_BYTES } from "./keys.ts";
 import type { CacheLogger } from "./log.ts";
-import type { OtelOptions } from "./otel.ts";
+import type { OtelOptions } from "./otel_options.ts";
 import type { CacheEventListener } from "./stats.ts";
 import { DEFAULT_MAX_VALUE_BYTES, ttlToMs } from "./values.ts";
 

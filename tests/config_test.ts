@@ -12,7 +12,8 @@ import {
   ValkeyConfig,
 } from "../src/config.ts";
 import { CacheConfigError, CacheInputError } from "../src/errors.ts";
-import { cacheGet, cacheSet, closeCache, setCache } from "../src/facade.ts";
+import { cacheGet, cacheSet } from "../src/facade.ts";
+import { closeCache, setCache } from "../src/global_cache.ts";
 import { entryKey, hashInput } from "../src/keys.ts";
 import { MemoryCache } from "../src/memory.ts";
 import { type NearCacheOptions, resolveNearCache } from "../src/provider_options.ts";

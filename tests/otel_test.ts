@@ -1,10 +1,11 @@
 /**
- * OpenTelemetry (src/otel.ts) with the real SDK: an in-memory metric reader and an in-memory span
- * exporter. Names, units, attributes and counts after a known sequence of calls on Redis and
- * Valkey and on MemoryCache; spans (off by default) with their status on a fault; the tenant
- * attribute only when asked for; the facade's option and `CACHE_OTEL`; and, in a child process
- * with `@opentelemetry/api` hidden, that nothing is imported without the option and nothing
- * breaks with it. Under Deno, examples/otel.ts serves `/metrics` and a scrape finds the hits.
+ * OpenTelemetry (src/otel.ts and the src/otel_*.ts modules) with the real SDK: an in-memory
+ * metric reader and an in-memory span exporter. Names, units, attributes and counts after a known
+ * sequence of calls on Redis and Valkey and on MemoryCache; spans (off by default) with their
+ * status on a fault; the tenant attribute only when asked for; the facade's option and
+ * `CACHE_OTEL`; and, in a child process with `@opentelemetry/api` hidden, that nothing is
+ * imported without the option and nothing breaks with it. Under Deno, examples/otel.ts serves
+ * `/metrics` and a scrape finds the hits.
  */
 
 import { after, afterEach, before, beforeEach, describe, it } from "node:test";
@@ -40,7 +41,9 @@ import {
   setCache,
 } from "../mod.ts";
 import { CircuitOpenError } from "../src/circuit_breaker.ts";
-import { DURATION_BUCKETS, errorType, otelFromEnv, resolveOtel } from "../src/otel.ts";
+import { errorType } from "../src/otel_attributes.ts";
+import { DURATION_BUCKETS } from "../src/otel_meter.ts";
+import { otelFromEnv, resolveOtel } from "../src/otel_options.ts";
 import { freePort, startServer, type TestServer } from "./harness.ts";
 import {
   type AnyCache,
