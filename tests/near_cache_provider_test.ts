@@ -25,6 +25,7 @@ import {
   sleep,
 } from "./_helpers.ts";
 import type { ServerKind } from "./harness.ts";
+import type { WorkerSpec } from "./near_cache_worker.ts";
 
 /** The global entry key of `input` in the facade's layout (prefix `cache:`, name ""). */
 const globalKey = (input: unknown) => `cache::${hashInput(input)}`;
@@ -126,18 +127,6 @@ async function pausableProxy(server: TestServer) {
       await new Promise<void>((resolve) => proxy.close(() => resolve()));
     },
   };
-}
-
-interface WorkerSpec {
-  kind: ServerKind;
-  url: string;
-  mode: "read" | "clear";
-  inputs?: string[];
-  durationMs?: number;
-  maxStaleness?: number;
-  readyKey?: string;
-  goKey?: string;
-  companyId?: string;
 }
 
 /** Spawns tests/near_cache_worker (`deno run` on the .ts under Deno, `node` on its .js). */

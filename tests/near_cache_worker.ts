@@ -15,7 +15,8 @@ import process from "node:process";
 import { setImmediate } from "node:timers";
 import { RedisCache, RedisConfig, ValkeyCache, ValkeyConfig } from "../mod.ts";
 
-interface WorkerSpec {
+/** What a worker is told to do (the JSON in NEAR_CACHE_WORKER); the test builds it. */
+export interface WorkerSpec {
   kind: "redis" | "valkey";
   url: string;
   mode: "read" | "clear";
