@@ -1,8 +1,10 @@
 --[[
-  read_with_ttl: read entries together with their remaining time to live, for the near cache,
-  whose local copy of an entry must never outlive the entry on the server. One call answers a
-  read batch whole (GET and PTTL of each key, with nothing run between them), instead of two
-  commands per key; an absent key costs its GET alone.
+  read_with_ttl: read an entry together with its remaining time to live, for the near cache,
+  whose local copy of an entry must never outlive the entry on the server. Used for a read that
+  goes out alone (a sequential caller): one command and one reply instead of a GET and a PTTL,
+  which cost a caller that does other I/O between reads a second wakeup. Reads gathered in a
+  tick go out as one MGET instead, the PTTLs of what they found following (read_ttls.lua).
+  An absent key costs its GET alone.
 
   KEYS[1..n]  the entry keys to read (one hash slot in a cluster)
 

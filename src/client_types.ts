@@ -41,6 +41,8 @@ export interface ProtocolClient extends ScriptClient {
   mget(...keys: string[]): Promise<(string | null)[]>;
   /** EXISTS. */
   exists(...keys: string[]): Promise<number>;
+  /** PTTL. */
+  pttl(key: string): Promise<number>;
   /** SCAN with MATCH / COUNT / TYPE arguments. */
   scan(cursor: string, ...args: (string | number)[]): Promise<[string, string[]]>;
   /** Adds an event listener ("error", "ready", "end"). */

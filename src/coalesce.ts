@@ -7,9 +7,6 @@
  * what bounds 100 concurrent callers; a script call costs the server about 5 µs before its first
  * command).
  *
- * The near cache's reads (`readWithTtl`) are gathered the same way, into one `read_with_ttl`
- * script call per group instead of an MGET, since each reply must carry its key's PTTL.
- *
  * Order is kept: a call joins an earlier command of its kind (a read batch, the write batch of its
  * registry and TTL) only when no command opened since then touches its key, so every key sees its
  * calls in the order they were made (calls on different keys commute), and any other command the
@@ -41,13 +38,13 @@ const MAX_WRITE_CHARS = 1024 * 1024;
 export interface CoalescedSender {
   /** One GET. */
   get(key: string): Promise<string | null>;
-  /** One MGET of keys of one group (see `groups`), replies in key order. */
-  mget(keys: string[]): Promise<(string | null)[]>;
   /**
-   * One `read_with_ttl` call on keys of one group: each key's value and PTTL, in key order.
+   * One `read_with_ttl` call on one key, for the near cache: its value and PTTL in one reply.
    * Needed only by `readWithTtl`.
    */
-  getWithTtl?(keys: string[]): Promise<TextWithTtl[]>;
+  getWithTtl?(key: string): Promise<TextWithTtl>;
+  /** One MGET of keys of one group (see `groups`), replies in key order. */
+  mget(keys: string[]): Promise<(string | null)[]>;
   /**
    * The positions of a read batch's keys grouped so that each group can be one MGET (by hash
    * slot in a cluster); without it, a batch is one group.
@@ -78,18 +75,21 @@ export interface CoalescedSender {
   ): Promise<boolean>;
 }
 
-/** A value's text and its PTTL in milliseconds (-1: no expiry, -2: absent). */
-export type TextWithTtl = [text: string | null, pttlMs: number];
+/**
+ * A value's text and, when the read could fetch it in the same command, its PTTL in
+ * milliseconds (-1: no expiry, -2: absent); `undefined` when the read was part of an MGET.
+ */
+export type TextWithTtl = [text: string | null, pttlMs: number | undefined];
 
 interface ReadWaiter {
-  resolve(reply: string | null | TextWithTtl): void;
+  /** Whether the caller wants the PTTL with the value (`readWithTtl`). */
+  readonly ttl: boolean;
+  resolve(text: string | null, pttlMs?: number): void;
   reject(error: unknown): void;
 }
 
 interface ReadBatch {
   readonly kind: "read";
-  /** Whether the replies carry PTTLs (`read_with_ttl`), rather than values alone (MGET). */
-  readonly ttl: boolean;
   readonly keys: string[];
   readonly waiters: ReadWaiter[];
 }
@@ -116,8 +116,8 @@ class Queue {
    * one. Made when a second batch opens: while there is one, it is every key's last.
    */
   last: Map<string, number> | undefined;
-  /** The read batches that take more reads, -1 for none: of values, and of values with PTTLs. */
-  readonly openReads = [-1, -1];
+  /** The read batch that takes more reads, -1 for none. */
+  openRead = -1;
   /** The write batch that takes more writes, per TTL, registry and tags. */
   readonly openWrites = new Map<string, number>();
 }
@@ -160,8 +160,9 @@ export class Coalescer {
   }
 
   /**
-   * The value text at `key` and its PTTL, for the near cache: a `read_with_ttl` call of its own as
-   * a tick's first call, else in the tick's call.
+   * The value text at `key`, for the near cache, with its PTTL when the read goes out alone (a
+   * `read_with_ttl` call: a sequential caller); in a batch, it joins the tick's MGET and the PTTL
+   * is `undefined` (the near cache reads it after, for the values found).
    */
   readWithTtl(key: string): Promise<TextWithTtl> {
     const refused = this.#send.refusal?.(key);
@@ -171,23 +172,28 @@ export class Coalescer {
     }
     if (!this.#inTick) {
       this.#startTick();
-      return this.#send.getWithTtl!([key]).then((replies) => replies[0]);
+      return this.#send.getWithTtl!(key);
     }
     return this.#gather(this.#queue, key, true) as Promise<TextWithTtl>;
   }
 
-  /** Adds a read of `key` to the open read batch of its kind (a new one if it may not). */
+  /** Adds a read of `key` to the open read batch (a new one if it may not). */
   #gather(queue: Queue, key: string, ttl: boolean): Promise<string | null | TextWithTtl> {
-    const kind = ttl ? 1 : 0;
-    let at = queue.openReads[kind];
+    let at = queue.openRead;
     if (!joins(queue, key, at) || (queue.batches[at] as ReadBatch).keys.length >= MAX_KEYS) {
-      at = opened(queue, { kind: "read", ttl, keys: [], waiters: [] });
-      queue.openReads[kind] = at;
+      at = opened(queue, { kind: "read", keys: [], waiters: [] });
+      queue.openRead = at;
     }
     queue.last?.set(key, at);
     const open = queue.batches[at] as ReadBatch;
     open.keys.push(key);
-    return new Promise((resolve, reject) => open.waiters.push({ resolve, reject }));
+    return new Promise((resolve, reject) =>
+      open.waiters.push(
+        ttl
+          ? { ttl, resolve: (text, pttlMs) => resolve([text, pttlMs]), reject }
+          : { ttl, resolve, reject },
+      )
+    );
   }
 
   /**
@@ -298,12 +304,11 @@ export class Coalescer {
     }
     const groups = split && batch.keys.length > 1 ? this.#send.groups?.(batch.keys) : undefined;
     if (!groups || groups.length === 1) {
-      this.#sendReads(batch.ttl, batch.keys, batch.waiters, counted, lane);
+      this.#sendReads(batch.keys, batch.waiters, counted, lane);
       return;
     }
     for (const group of groups) {
       this.#sendReads(
-        batch.ttl,
         group.map((i) => batch.keys[i]),
         group.map((i) => batch.waiters[i]),
         false,
@@ -313,28 +318,36 @@ export class Coalescer {
   }
 
   /**
-   * One GET, or one MGET, for `keys` (one `read_with_ttl` call with `ttl`); each waiter is
-   * settled with its key's reply, after `lane` is told (`counted`).
+   * One GET, or one MGET, for `keys`; each waiter is settled with its key's reply, after `lane`
+   * is told (`counted`).
    */
   #sendReads(
-    ttl: boolean,
     keys: string[],
     waiters: ReadWaiter[],
     counted: boolean,
     lane: string | undefined,
   ): void {
-    if (!ttl && keys.length === 1) {
+    if (keys.length === 1) {
       const waiter = waiters[0];
-      this.#send.get(keys[0]).then((text) => {
-        if (counted) this.#settled(lane);
-        waiter.resolve(text);
-      }, (error) => {
+      const failed = (error: unknown) => {
         if (counted) this.#settled(lane);
         waiter.reject(error);
-      });
+      };
+      if (waiter.ttl) {
+        // Alone, the near cache's read takes its PTTL in the same command.
+        this.#send.getWithTtl!(keys[0]).then(([text, pttlMs]) => {
+          if (counted) this.#settled(lane);
+          waiter.resolve(text, pttlMs);
+        }, failed);
+      } else {
+        this.#send.get(keys[0]).then((text) => {
+          if (counted) this.#settled(lane);
+          waiter.resolve(text);
+        }, failed);
+      }
       return;
     }
-    (ttl ? this.#send.getWithTtl!(keys) : this.#send.mget(keys)).then(
+    this.#send.mget(keys).then(
       (texts) => {
         if (counted) this.#settled(lane);
         for (let i = 0; i < waiters.length; i++) waiters[i].resolve(texts[i]);

@@ -1,7 +1,8 @@
 /**
  * How a Redis-protocol provider's entries travel between the caller and the servers: reads served
- * by the near cache when it holds the key, else gathered with the tick's other reads (one MGET, or
- * one `read_with_ttl` call while the near cache serves, per slot: src/coalesce.ts); writes
+ * by the near cache when it holds the key, else gathered with the tick's other reads (one MGET per
+ * slot: src/coalesce.ts; a near-cache read that goes out alone is a `read_with_ttl` call, which
+ * brings its PTTL along; the near cache then installs what the reads found); writes
  * gathered with the tick's other writes of the same registry and TTL into one `set_and_register`
  * (or `set_and_register_tags`) call, or sent in batches of up to 1,000 for setMany; deletes; the
  * near cache told of every key written or deleted before the call resolves; the registry sampling
@@ -52,8 +53,8 @@ export class EntryIO {
     this.#fault = context.fault;
     this.#coalescer = new Coalescer({
       get: (key) => servers.get(key),
+      getWithTtl: (key) => readWithTtl(servers, key),
       mget: (keys) => servers.mget(keys),
-      getWithTtl: (keys) => readWithTtl(servers, keys),
       groups: (keys) => servers.slotGroups(keys),
       endOfTick: (flush) => servers.endOfTick(flush),
       refusal: (key) => servers.refusal(key),
@@ -81,11 +82,25 @@ export class EntryIO {
     return local === undefined ? this.fetchText(key) : Promise.resolve(local);
   }
 
-  /** The value text at `key` from the server (installed in the near cache while it serves). */
-  fetchText(key: string): Promise<string | null> {
+  /**
+   * The value text at `key` from the server (installed in the near cache while it serves).
+   *
+   * @param now The near cache's clock now, when the caller has just read it.
+   */
+  fetchText(key: string, now?: number): Promise<string | null> {
     const near = this.#near;
-    if (near !== undefined && near.cache.valid) {
-      return near.read(key, (k) => this.#coalescer.readWithTtl(k));
+    if (near !== undefined) {
+      // Void from the start while the near cache does not serve, or waits for this process's
+      // own write of the key to come back: the read is then a plain one.
+      const token = near.cache.begin(key, now);
+      if (token.live) {
+        // A key held until recently is likely on the server: its read brings the PTTL along
+        // (one command). Any other read is a plain GET, as with the near cache off (a miss is
+        // usually a key absent on the server), and the PTTL of a value it finds is read after.
+        return near.cache.recentlyHeld(key)
+          ? near.installWithTtl(token, this.#coalescer.readWithTtl(key))
+          : near.install(token, this.#coalescer.read(key));
+      }
     }
     return this.#coalescer.read(key);
   }

@@ -110,8 +110,14 @@ export class NearCache {
   /** In recency order: the first is the least recently used. */
   #entries = new Map<string, Entry>();
   #bytes = 0;
+  /**
+   * Keys whose entries went (LRU, invalidation, expiry), most recent last, at most `#maxGhosts`:
+   * likely still on the server, so a read of one fetches its PTTL in the same command.
+   */
+  #ghosts = new Set<string>();
+  readonly #maxGhosts: number;
   /** The tokens of the reads in flight, per key. */
-  #pending = new Map<string, ReadToken | ReadToken[]>();
+  #pending = new Map<string, ReadToken | Set<ReadToken>>();
   /** Until when the entries may be served (the cache clock); `-Infinity` while not armed. */
   #validUntil = -Infinity;
   readonly #counters: NearCacheCounters = {
@@ -126,6 +132,9 @@ export class NearCache {
   constructor(settings: NearCacheSettings) {
     this.#maxEntries = settings.maxEntries;
     this.#maxBytes = settings.maxBytes;
+    // Keys only (about 100 bytes each): more than the entries, so a key read again after a
+    // cycle through more keys than the cache holds is still known.
+    this.#maxGhosts = Math.max(settings.maxEntries, 10_000);
     this.#maxLocalTtlMs = settings.maxLocalTtlMs ?? Infinity;
     this.#now = settings.now ?? (() => performance.now());
     this.#onDrop = settings.onDrop;
@@ -241,6 +250,15 @@ export class NearCache {
     return entry;
   }
 
+  /**
+   * Whether `key` was held until recently (its entry went by LRU, invalidation or expiry, and no
+   * flush came since): its value is then likely on the server, so a read of it should bring the
+   * PTTL along rather than fetch it after.
+   */
+  recentlyHeld(key: string): boolean {
+    return this.#ghosts.has(key);
+  }
+
   /** Whether `key` is held, without counting or reordering (for tests and `exists`). */
   has(key: string): boolean {
     const now = this.#now();
@@ -252,9 +270,10 @@ export class NearCache {
    * Registers a read of `key` about to be sent. Its reply may be installed with
    * {@linkcode install} unless an invalidation of `key` or a flush arrives first. While the cache
    * is not valid the token is void from the start.
+   *
+   * @param now The cache clock now, when the caller has just read it.
    */
-  begin(key: string): ReadToken {
-    const now = this.#now();
+  begin(key: string, now: number = this.#now()): ReadToken {
     if (!(now < this.#validUntil)) {
       this.#lapse(now);
       return DEAD;
@@ -267,8 +286,8 @@ export class NearCache {
     const token: ReadToken = { key, startedAt: now, live: true };
     const pending = this.#pending.get(key);
     if (pending === undefined) this.#pending.set(key, token);
-    else if (Array.isArray(pending)) pending.push(token);
-    else this.#pending.set(key, [pending, token]);
+    else if (pending instanceof Set) pending.add(token);
+    else this.#pending.set(key, new Set([pending, token]));
     return token;
   }
 
@@ -363,11 +382,12 @@ export class NearCache {
   /** Drops every entry and voids every read in flight (a FLUSHALL / FLUSHDB, a fault). */
   flush(): void {
     for (const pending of this.#pending.values()) {
-      if (Array.isArray(pending)) { for (const token of pending) token.live = false; }
+      if (pending instanceof Set) { for (const token of pending) token.live = false; }
       else pending.live = false;
     }
     this.#pending.clear();
     this.#echoes.clear();
+    this.#ghosts.clear();
     const held = this.#entries.size;
     this.#entries.clear();
     this.#bytes = 0;
@@ -390,6 +410,7 @@ export class NearCache {
     if (bytes > this.#maxBytes || this.#maxEntries < 1) return false;
     const old = this.#entries.get(key);
     if (old !== undefined) this.#drop(key, old);
+    this.#ghosts.delete(key);
     this.#entries.set(key, { text, value: undefined, bytes, expiresAt });
     this.#bytes += bytes;
     // Least recently used first in the Map's order.
@@ -409,12 +430,15 @@ export class NearCache {
   #drop(key: string, entry: Entry): void {
     this.#entries.delete(key);
     this.#bytes -= entry.bytes;
+    const ghosts = this.#ghosts;
+    ghosts.add(key);
+    if (ghosts.size > this.#maxGhosts) ghosts.delete(ghosts.values().next().value!);
   }
 
   #voidTokens(key: string): void {
     const pending = this.#pending.get(key);
     if (pending === undefined) return;
-    if (Array.isArray(pending)) { for (const token of pending) token.live = false; }
+    if (pending instanceof Set) { for (const token of pending) token.live = false; }
     else pending.live = false;
     this.#pending.delete(key);
   }
@@ -422,10 +446,10 @@ export class NearCache {
   #release(token: ReadToken): void {
     const pending = this.#pending.get(token.key);
     if (pending === token) this.#pending.delete(token.key);
-    else if (Array.isArray(pending)) {
-      const at = pending.indexOf(token);
-      if (at >= 0) pending.splice(at, 1);
-      if (pending.length === 0) this.#pending.delete(token.key);
+    else if (pending instanceof Set) {
+      // A Set: a hundred reads of one hot key in flight release in constant time each.
+      pending.delete(token);
+      if (pending.size === 0) this.#pending.delete(token.key);
     }
   }
 }

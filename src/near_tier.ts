@@ -16,15 +16,18 @@
 import type { TextWithTtl } from "./coalesce.ts";
 import type { KeyLayout } from "./layout.ts";
 import type { FaultLog } from "./log.ts";
-import { NearCache } from "./near_cache.ts";
+import { NearCache, type ReadToken } from "./near_cache.ts";
 import type { NearCacheResolved } from "./provider_options.ts";
 import type { Servers } from "./servers.ts";
 import type { NearCacheStats } from "./stats.ts";
 import { trackedPrefixes } from "./tracking.ts";
 import type { TrackingGroup } from "./tracking_group.ts";
+import { TtlReads } from "./ttl_reads.ts";
 
 /** What a {@linkcode NearTier} works with. */
 export interface NearTierContext {
+  /** The provider's servers (tracking starts on them; the PTTLs of reads go to them). */
+  servers: Servers;
   /** The provider's key layout (which keys a scope's clear drops). */
   layout: KeyLayout;
   /** The key prefix. */
@@ -44,6 +47,8 @@ export class NearTier {
   readonly #settings: NearCacheResolved;
   readonly #ctx: NearTierContext;
   #tracking: TrackingGroup | undefined;
+  /** The PTTL reads of values about to be installed. */
+  readonly #ttls: TtlReads;
   /** The servers whose tracking was lost and not armed again yet (for the log). */
   readonly #lost = new Set<string>();
   #closed = false;
@@ -55,6 +60,7 @@ export class NearTier {
   constructor(settings: NearCacheResolved, context: NearTierContext) {
     this.#settings = settings;
     this.#ctx = context;
+    this.#ttls = new TtlReads(context.servers);
     this.cache = new NearCache({
       maxEntries: settings.maxEntries,
       maxBytes: settings.maxBytes,
@@ -64,12 +70,12 @@ export class NearTier {
   }
 
   /**
-   * Starts tracking on `servers` (once; after they were opened) and waits up to `timeoutMs` for it
+   * Starts tracking on the servers (once; after they were opened) and waits up to `timeoutMs` for it
    * to be armed. Until it is, the near cache is bypassed. Never throws: a fault is logged and
    * leaves it bypassed.
    */
-  async start(servers: Servers, timeoutMs: number): Promise<void> {
-    const { prefix, name, layout, log } = this.#ctx;
+  async start(timeoutMs: number): Promise<void> {
+    const { servers, prefix, name, layout, log } = this.#ctx;
     try {
       if (this.#tracking === undefined && !this.#closed) {
         const tracking = await servers.track({
@@ -98,13 +104,13 @@ export class NearTier {
   }
 
   /**
-   * Reads `key` through `fetch` (the value and its PTTL) and installs the reply, unless an
-   * invalidation of `key` or a flush arrived while it was in flight.
+   * The caller's read of `token`'s key (`reply`, a plain GET or MGET), resolved as soon as it
+   * returns; a value it found is installed once its PTTL is read (after it, off the caller's
+   * path), unless an invalidation of the key, a write of it or a flush came since the read began.
    */
-  read(key: string, fetch: (key: string) => Promise<TextWithTtl>): Promise<string | null> {
-    const token = this.cache.begin(key);
-    return fetch(key).then(([text, pttl]) => {
-      this.cache.install(token, text, pttl);
+  install(token: ReadToken, reply: Promise<string | null>): Promise<string | null> {
+    return reply.then((text) => {
+      this.#installLater(token, text);
       return text;
     }, (error) => {
       this.cache.abandon(token);
@@ -113,9 +119,37 @@ export class NearTier {
   }
 
   /**
-   * getMany's values: what the near cache holds, and the rest read through it in one
-   * `read_with_ttl` call per slot (one MGET per slot while it does not serve). A slot whose
-   * server fails reads as misses and `onFault` is told; the others are still served.
+   * As {@linkcode install}, for a read that may bring its key's PTTL along (`read_with_ttl`,
+   * when it went out alone): then the value is installed at once.
+   */
+  installWithTtl(token: ReadToken, reply: Promise<TextWithTtl>): Promise<string | null> {
+    return reply.then(([text, pttlMs]) => {
+      if (pttlMs === undefined) this.#installLater(token, text);
+      else this.cache.install(token, text, pttlMs);
+      return text;
+    }, (error) => {
+      this.cache.abandon(token);
+      throw error;
+    });
+  }
+
+  /** Installs `text` with its PTTL once read, if `token` is still live then. */
+  #installLater(token: ReadToken, text: string | null): void {
+    if (text === null || !token.live) {
+      this.cache.abandon(token);
+      return;
+    }
+    this.#ttls.ttl(token.key).then(
+      (pttl) => this.cache.install(token, text, pttl),
+      // Not installed: the next read of the key goes to the server again.
+      () => this.cache.abandon(token),
+    );
+  }
+
+  /**
+   * getMany's values: what the near cache holds, and the rest read with one MGET per slot, the
+   * values found installed once their PTTLs are read (off the caller's path). A slot whose server
+   * fails reads as misses and `onFault` is told; the others are still served.
    */
   async readMany(
     keys: readonly string[],
@@ -131,28 +165,19 @@ export class NearTier {
     }
     if (missing.length === 0) return texts;
     const missKeys = missing.map((i) => keys[i]);
-    if (!this.cache.valid) {
-      const read = await servers.readMany(missKeys, onFault);
-      missing.forEach((position, i) => texts[position] = read[i]);
-      return texts;
+    const tokens = this.cache.valid ? missKeys.map((key) => this.cache.begin(key)) : undefined;
+    let read: (string | null)[];
+    try {
+      read = await servers.readMany(missKeys, onFault);
+    } catch (error) {
+      if (tokens) { for (const token of tokens) this.cache.abandon(token); }
+      throw error;
     }
-    await Promise.all(
-      servers.slotGroups(missKeys).map(async (group) => {
-        const groupKeys = group.map((i) => missKeys[i]);
-        const tokens = groupKeys.map((key) => this.cache.begin(key));
-        try {
-          const replies = await readWithTtl(servers, groupKeys);
-          group.forEach((at, i) => {
-            const [text, pttl] = replies[i];
-            this.cache.install(tokens[i], text, pttl);
-            texts[missing[at]] = text;
-          });
-        } catch (error) {
-          for (const token of tokens) this.cache.abandon(token);
-          onFault(error);
-        }
-      }),
-    );
+    missing.forEach((position, i) => {
+      texts[position] = read[i];
+      // A slot that failed reads as nulls: nothing of it is installed.
+      if (tokens) this.#installLater(tokens[i], read[i]);
+    });
     return texts;
   }
 
@@ -204,16 +229,11 @@ export class NearTier {
   }
 }
 
-/** One `read_with_ttl` call on keys of one slot: each key's value and PTTL, in key order. */
-export async function readWithTtl(servers: Servers, keys: string[]): Promise<TextWithTtl[]> {
-  return pairReplies(await servers.runResendable("read_with_ttl", keys, []) as unknown[], keys);
-}
-
-/** `read_with_ttl`'s flat reply (value, PTTL, value, PTTL, ...) as one pair per key. */
-export function pairReplies(flat: unknown[], keys: readonly string[]): TextWithTtl[] {
-  const replies: TextWithTtl[] = new Array(keys.length);
-  for (let i = 0; i < keys.length; i++) {
-    replies[i] = [flat[2 * i] as string | null, Number(flat[2 * i + 1])];
-  }
-  return replies;
+/** One `read_with_ttl` call on one key: its value and PTTL. */
+export async function readWithTtl(servers: Servers, key: string): Promise<TextWithTtl> {
+  const [text, pttlMs] = await servers.runResendable("read_with_ttl", [key], []) as [
+    string | null,
+    number,
+  ];
+  return [text, Number(pttlMs)];
 }

@@ -181,6 +181,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const layout = this.#layout;
     const near = this.#options.nearCache;
     this.#near = near === null ? undefined : new NearTier(near, {
+      servers: this.#servers,
       layout,
       prefix: config.prefix,
       name: this.name,
@@ -251,7 +252,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
       // The near cache's subscribers connect alongside; until they are armed it is bypassed.
       await Promise.all([
         this.#servers.ready(),
-        this.#near?.start(this.#servers, this.#options.timeoutMs),
+        this.#near?.start(this.#options.timeoutMs),
       ]);
       if (this.#closed) return false;
       this.#log.recovered("connect");
@@ -286,9 +287,10 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     const start = performance.now();
     const companyId = normalizeCompanyId(options?.companyId);
     const key = this.#keys.of(input, companyId);
+    let now: number | undefined;
     if (this.#near !== undefined) {
-      // One clock read serves the near cache's checks and ends a hit's measured time.
-      const now = performance.now();
+      // One clock read serves the near cache's checks, and ends a hit's measured time.
+      now = performance.now();
       let local: T | undefined;
       try {
         local = this.#near.cache.get<T>(key, now);
@@ -304,7 +306,7 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     }
     let text: string | null;
     try {
-      text = await this.#io.fetchText(key);
+      text = await this.#io.fetchText(key, now);
     } catch (error) {
       this.#report.fault("get", error);
       this.#metrics.failed(this.#op.get, start, companyId, key);

@@ -26,6 +26,7 @@ export const SCRIPT_NAMES = [
   "invalidate_tag",
   "invalidate_members",
   "read_with_ttl",
+  "read_ttls",
 ] as const;
 
 /** One script's name. */

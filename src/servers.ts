@@ -97,6 +97,8 @@ export interface Servers {
    * that fails read as misses and `onFault` is told; the others are still served.
    */
   readMany(keys: string[], onFault: (error: unknown) => void): Promise<(string | null)[]>;
+  /** One PTTL: the remaining time to live in milliseconds (-1: no expiry, -2: absent). */
+  pttl(key: string): Promise<number>;
   /** EXISTS of one key. */
   exists(key: string): Promise<number>;
   /** Runs a script (EVALSHA, loading it on NOSCRIPT) on keys that share a slot. */

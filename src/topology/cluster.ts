@@ -256,6 +256,10 @@ export class ClusterServers implements Servers {
     return this.refusal(key) ?? send(() => this.#pick().exists(key));
   }
 
+  pttl(key: string): Promise<number> {
+    return this.refusal(key) ?? send(() => this.#pick().pttl(key));
+  }
+
   run(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
     const refusal = this.refusal(keys[0]);
     if (refusal) return refusal;

@@ -167,6 +167,11 @@ export class StandaloneServers implements Servers {
     return send(() => this.#pick().exists(key));
   }
 
+  pttl(key: string): Promise<number> {
+    if (this.#breaker?.open) return this.#breaker.refusal;
+    return send(() => this.#pick().pttl(key));
+  }
+
   run(script: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
     if (this.#breaker?.open) return this.#breaker.refusal;
     // #scripts is set by open(); a call before it finds no connection and faults anyway.
