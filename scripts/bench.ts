@@ -877,10 +877,11 @@ async function armed(cache: RedisCache | ValkeyCache): Promise<void> {
  *   by call and again in slices (each side alone for a slice: the hit's code stays hot), and 100 in
  *   flight against an auto-pipelined bare client (target ≥ 4);
  * - against the same calls on a provider with the near cache off (target ≥ 0.9): a get miss (the
- *   entry absent on the server: the near-cache side sends a `read_with_ttl` script call, GET and
- *   PTTL, where the other sends a GET or MGET); a get of an entry present on the server that the
- *   near cache evicted since its last read (each side cycles through 1,000 entries, the near cache
- *   holding 100, so every read misses locally, reads through and installs, evicting another); a
+ *   entry absent on the server: both sides send a GET, or an MGET for the calls of a tick); a get
+ *   of an entry present on the server that the near cache evicted since its last read (each side
+ *   cycles through 1,000 entries, the near cache holding 100, so every read misses locally, reads
+ *   through and installs, evicting another: a lone read of such a key is one `read_with_ttl`
+ *   call, value and PTTL, and a tick's reads one MGET followed by one `read_ttls` call); a
  *   set (the near-cache side also drops its local copy and receives its own write's
  *   invalidation on its subscriber);
  * - the delay from a foreign write (a bare client's SET) to the local eviction;
@@ -985,14 +986,15 @@ async function benchNearRatios(
       lib: () => on.get(conInputs[next()]),
     }, { workers: CONCURRENCY, target: 4, note: "bare: enableAutoPipelining" });
     const hitsAfter = on.stats().nearCache!;
-    // Server time per call (INFO commandstats) of each row: the near cache reads with the
-    // read_with_ttl script (GET and PTTL), the other side with GET or MGET.
+    // Server time per call (INFO commandstats) of each row: GET and MGET on both sides; the near
+    // cache's PTTLs (PTTL, or EVALSHA of read_with_ttl / read_ttls) on its side alone.
     const resetStats = () => bare.call("CONFIG", "RESETSTAT");
     const reads = (note: string) => async () =>
       `bare: the same calls, near cache off; ${note}; ${await serverCalls(bare, [
         "get",
         "mget",
         "evalsha",
+        "pttl",
       ])}`;
     await compare(label, names.missSeq, {
       bare: () => off.get(missInput),
@@ -1087,7 +1089,11 @@ async function benchNearDelay(server: TestServer, label: string, name: string): 
     const afterReply: number[] = [];
     for (let i = 0; i < samples + 20; i++) {
       if ((await cache.get(input)) === null) throw new Error("near delay: entry missing");
-      if (cache.stats().nearCache!.entries !== 1) throw new Error("near delay: not held");
+      // Installed once its PTTL is back (read after the value, or with it: a key held before).
+      for (let wait = 0; cache.stats().nearCache!.entries !== 1; wait++) {
+        if (wait > 1000) throw new Error("near delay: not held");
+        await sleep(1);
+      }
       const evicted = new Promise<number>((resolve) => waiting = resolve);
       const t0 = performance.now();
       const replied = writer.set(key, text, "EX", TTL).then(() => performance.now());
