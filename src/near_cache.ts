@@ -92,6 +92,8 @@ interface Entry {
   bytes: number;
   /** The cache clock's time after which the entry is gone (`Infinity`: no deadline). */
   expiresAt: number;
+  /** The value of `#moves` when the entry was put or last moved to most recently used. */
+  movedAt: number;
 }
 
 /** A token that never installs: handed out while the cache is not valid. */
@@ -110,6 +112,13 @@ export class NearCache {
   /** In recency order: the first is the least recently used. */
   #entries = new Map<string, Entry>();
   #bytes = 0;
+  /**
+   * Entries put or moved to most recently used so far. An entry last moved fewer than
+   * `#moveSlack` moves ago has at most that many entries after it, so it is far from the LRU end:
+   * a hit on it skips the move (two Map operations), which costs a hot key nothing in recency.
+   */
+  #moves = 0;
+  readonly #moveSlack: number;
   /**
    * Keys whose entries went (LRU, invalidation, expiry), most recent last, at most `#maxGhosts`:
    * likely still on the server, so a read of one fetches its PTTL in the same command.
@@ -135,6 +144,7 @@ export class NearCache {
     // Keys only (about 100 bytes each): more than the entries, so a key read again after a
     // cycle through more keys than the cache holds is still known.
     this.#maxGhosts = Math.max(settings.maxEntries, 10_000);
+    this.#moveSlack = settings.maxEntries >> 2;
     this.#maxLocalTtlMs = settings.maxLocalTtlMs ?? Infinity;
     this.#now = settings.now ?? (() => performance.now());
     this.#onDrop = settings.onDrop;
@@ -244,8 +254,11 @@ export class NearCache {
       return undefined;
     }
     // Most recently used last: re-inserting moves it to the end of the Map's order.
-    this.#entries.delete(key);
-    this.#entries.set(key, entry);
+    if (this.#moves - entry.movedAt >= this.#moveSlack) {
+      this.#entries.delete(key);
+      this.#entries.set(key, entry);
+      entry.movedAt = ++this.#moves;
+    }
     this.#counters.hits++;
     return entry;
   }
@@ -411,7 +424,7 @@ export class NearCache {
     const old = this.#entries.get(key);
     if (old !== undefined) this.#drop(key, old);
     this.#ghosts.delete(key);
-    this.#entries.set(key, { text, value: undefined, bytes, expiresAt });
+    this.#entries.set(key, { text, value: undefined, bytes, expiresAt, movedAt: ++this.#moves });
     this.#bytes += bytes;
     // Least recently used first in the Map's order.
     let evicted = 0;

@@ -115,6 +115,23 @@ describe("near cache (module)", () => {
     assert.equal(cache.counters.evictions, 1);
   });
 
+  it("keeps keys hit often through a stream of new entries, and drops the others oldest first", () => {
+    // A hit moves an entry to most recently used only when it is not already among the newest
+    // quarter (src/near_cache.ts): hot keys must still never reach the LRU end.
+    const { cache } = manualCache({ maxEntries: 100 });
+    const hot = ["h1", "h2", "h3"];
+    for (const k of hot) fill(cache, k, `"${k}"`);
+    for (let i = 0; i < 5000; i++) {
+      fill(cache, `cold${i}`, String(i));
+      for (const k of hot) assert.equal(cache.get(k), k, `${k} after ${i} inserts`);
+      assert.ok(cache.size <= 100);
+    }
+    // The cold entries held are exactly the newest ones.
+    const held = Array.from({ length: 5000 }, (_, i) => i).filter((i) => cache.has(`cold${i}`));
+    assert.equal(held.length, 97);
+    assert.deepEqual(held, Array.from({ length: 97 }, (_, i) => 5000 - 97 + i));
+  });
+
   it("holds at most maxBytes of UTF-8 JSON text, and refuses a text larger than that", () => {
     const { cache } = manualCache({ maxBytes: 100 });
     const text = JSON.stringify("x".repeat(38)); // 40 bytes
