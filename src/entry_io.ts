@@ -98,8 +98,8 @@ export class EntryIO {
         // (one command). Any other read is a plain GET, as with the near cache off (a miss is
         // usually a key absent on the server), and the PTTL of a value it finds is read after.
         return near.cache.recentlyHeld(key)
-          ? near.installWithTtl(token, this.#coalescer.readWithTtl(key))
-          : near.install(token, this.#coalescer.read(key));
+          ? near.readThroughWithTtl(token, this.#coalescer.readWithTtl(key))
+          : near.readThrough(token, this.#coalescer.read(key));
       }
     }
     return this.#coalescer.read(key);

@@ -108,7 +108,7 @@ export class NearTier {
    * returns; a value it found is installed once its PTTL is read (after it, off the caller's
    * path), unless an invalidation of the key, a write of it or a flush came since the read began.
    */
-  install(token: ReadToken, reply: Promise<string | null>): Promise<string | null> {
+  readThrough(token: ReadToken, reply: Promise<string | null>): Promise<string | null> {
     return reply.then((text) => {
       this.#installLater(token, text);
       return text;
@@ -119,10 +119,10 @@ export class NearTier {
   }
 
   /**
-   * As {@linkcode install}, for a read that may bring its key's PTTL along (`read_with_ttl`,
+   * As {@linkcode readThrough}, for a read that may bring its key's PTTL along (`read_with_ttl`,
    * when it went out alone): then the value is installed at once.
    */
-  installWithTtl(token: ReadToken, reply: Promise<TextWithTtl>): Promise<string | null> {
+  readThroughWithTtl(token: ReadToken, reply: Promise<TextWithTtl>): Promise<string | null> {
     return reply.then(([text, pttlMs]) => {
       if (pttlMs === undefined) this.#installLater(token, text);
       else this.cache.install(token, text, pttlMs);
