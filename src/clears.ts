@@ -40,6 +40,36 @@ export interface ClearsContext {
 /** Told the count of each batch deleted. */
 export type OnBatch = (deleted: number) => void;
 
+/** What {@linkcode progressCounter} returns. */
+export interface ProgressCounter {
+  /** Adds one batch's count and tells the callback the running total. */
+  readonly onBatch: OnBatch;
+  /** The keys deleted so far. */
+  readonly deleted: number;
+}
+
+/**
+ * Counts a clear's batches for `onProgress` (the running total after each); the callback's errors
+ * are ignored, so a failing progress display can never leave a tenant half-cleared.
+ */
+export function progressCounter(onProgress?: (deleted: number) => void): ProgressCounter {
+  let deleted = 0;
+  return {
+    onBatch: (count) => {
+      deleted += count;
+      if (!onProgress) return;
+      try {
+        onProgress(deleted);
+      } catch {
+        // The clear goes on.
+      }
+    },
+    get deleted() {
+      return deleted;
+    },
+  };
+}
+
 /** Clears, tag invalidations and prunes, each `false` / `null` after a fault it reported. */
 export class Clears {
   readonly #ctx: ClearsContext;

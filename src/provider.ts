@@ -31,7 +31,7 @@ import {
   resolveOptions,
 } from "./provider_options.ts";
 import { ProviderLog } from "./provider_log.ts";
-import { Clears, type OnBatch } from "./clears.ts";
+import { Clears, type OnBatch, progressCounter } from "./clears.ts";
 import { NearTier } from "./near_tier.ts";
 import type { Servers } from "./servers.ts";
 import {
@@ -291,13 +291,13 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     if (this.#near !== undefined) {
       // One clock read serves the near cache's checks, and ends a hit's measured time.
       now = performance.now();
-      let local: T | undefined;
+      let local: T | null | undefined;
       try {
         local = this.#near.cache.get<T>(key, now);
       } catch (error) {
-        this.#metrics.lookup(this.#op.get, true, start, companyId, key, now);
+        // Held, but not JSON (a foreign write): read as a miss, as a server read of it would be.
         this.#parseFault(key, error);
-        return null;
+        local = null;
       }
       if (local !== undefined) {
         this.#metrics.lookup(this.#op.get, true, start, companyId, key, now);
@@ -571,12 +571,9 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
     run: (onBatch: OnBatch) => Promise<boolean>,
     all = false,
   ): Promise<number> {
-    const onProgress = options?.onProgress;
-    let deleted = 0;
-    const ok = await run((count) => {
-      deleted += count;
-      if (onProgress) reportProgress(onProgress, deleted);
-    });
+    const progress = progressCounter(options?.onProgress);
+    const ok = await run(progress.onBatch);
+    const deleted = progress.deleted;
     // The server's invalidations of the same keys may arrive after the call resolves.
     if (all) this.#near?.cache.flush();
     else this.#near?.dropScope(companyId);
@@ -601,14 +598,5 @@ export abstract class RedisProtocolCache<Config extends RedisConfig> implements 
 
   #parseFault(key: string, error: unknown): void {
     this.#log.fault("parse", `Entry ${key} does not hold JSON text; read as a miss`, error);
-  }
-}
-
-/** Calls a progress callback; its errors are ignored, so they can never cut a clear short. */
-function reportProgress(onProgress: (deleted: number) => void, deleted: number): void {
-  try {
-    onProgress(deleted);
-  } catch {
-    // The clear goes on: a failing progress display must not leave a tenant half-cleared.
   }
 }

@@ -356,6 +356,25 @@ for (const kind of KINDS) {
       }
     });
 
+    it("an entry a foreign writer left as non-JSON text reads as a miss, logged", async () => {
+      const logger = collectingLogger();
+      cache = await nearCacheFor(server, { logger });
+      await bare.set(globalKey("garbled"), "{not json");
+      await bare.set(globalKey("fine"), JSON.stringify({ ok: true }));
+      // The first read comes from the server, the later ones from the near cache once it holds
+      // the text: every one is a miss, none throws, and the entry next to it is unharmed.
+      for (let i = 0; i < 20; i++) {
+        assert.equal(await cache.get("garbled"), null);
+        assert.deepEqual(await cache.get("fine"), { ok: true });
+        await sleep(2);
+      }
+      assert.ok(cache.stats().nearCache!.hits > 0);
+      assert.ok(
+        logger.lines.some((line) => /does not hold JSON/.test(line)),
+        logger.lines.join("\n"),
+      );
+    });
+
     it("a miss of an absent key costs one GET, as with the near cache off", async () => {
       cache = await nearCacheFor(server);
       await server.cli("CONFIG", "RESETSTAT");
