@@ -69,6 +69,8 @@ export class CircuitBreaker {
   #openedAt = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
   #probing = false;
+  /** Set by `stop()`: the cache closed, the breaker neither opens, probes nor reports again. */
+  #stopped = false;
   readonly #settings: BreakerSettings;
   readonly #hooks: BreakerHooks;
   /** A rejection handed to every refused call (one object, created once). */
@@ -102,22 +104,26 @@ export class CircuitBreaker {
       this.#faults = 0;
       return;
     }
-    if (error instanceof CircuitOpenError || this.open) return;
+    if (error instanceof CircuitOpenError || this.open || this.#stopped) return;
     if (timedOut || ++this.#faults >= this.#settings.threshold) this.#open(error);
   }
 
   /** The target proved it answers (a probe, a connection that became ready): closes the breaker. */
   answered(): void {
     this.#faults = 0;
-    if (!this.open) return;
+    if (!this.open || this.#stopped) return;
     this.open = false;
     clearInterval(this.#timer);
     this.#timer = undefined;
     this.#hooks.closed(this.target, Date.now() - this.#openedAt);
   }
 
-  /** Stops probing (the cache closes). */
+  /**
+   * Stops probing, for good (the cache closes): the commands that closing the connections fails
+   * afterwards open nothing, so no probe runs, nothing is logged or reported after `close()`.
+   */
   stop(): void {
+    this.#stopped = true;
     clearInterval(this.#timer);
     this.#timer = undefined;
   }
@@ -131,7 +137,7 @@ export class CircuitBreaker {
   }
 
   #probe(): void {
-    if (this.#probing || !this.open) return;
+    if (this.#probing || !this.open || this.#stopped) return;
     this.#probing = true;
     let probe: Promise<unknown>;
     try {

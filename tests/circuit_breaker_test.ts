@@ -14,6 +14,12 @@
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
 import {
   type CacheEvent,
   cacheGet,
@@ -27,7 +33,7 @@ import {
   ValkeyConfig,
 } from "../mod.ts";
 import { ClusterLayout } from "../src/layout.ts";
-import { startServer } from "./harness.ts";
+import { startServer, type TestServer } from "./harness.ts";
 import { keySlot, startCluster, type TestCluster } from "./cluster_harness.ts";
 import {
   type AnyCache,
@@ -35,10 +41,13 @@ import {
   collectingLogger,
   configFor,
   KINDS,
+  type ProcessRun,
   quietLogger,
+  runProcess,
   sleep,
 } from "./_helpers.ts";
 import { countUnhandledRejections } from "./_load.ts";
+import type { WorkerSpec } from "./breaker_close_worker.ts";
 
 const CALLERS = 25;
 /** Calls that start this long into the hang must find the breaker open. */
@@ -115,6 +124,65 @@ async function timeToHit(read: () => Promise<boolean>, limitMs = 5000): Promise<
   return Infinity;
 }
 
+/**
+ * Closes `cache` when the scope ends (`await using`), whether the test passed or not: a cache left
+ * open keeps reconnecting to its server, stopped by then, and the test process never exits.
+ */
+function closing(cache: AnyCache): AsyncDisposable {
+  return { [Symbol.asyncDispose]: () => cache.close() };
+}
+
+/**
+ * Runs tests/breaker_close_worker in a process of its own (`deno run` on the .ts under Deno, `node`
+ * on the compiled .js under Node) and freezes `victim` once it has connected; `victim` is resumed
+ * only after the worker exited, or was killed after 30 s.
+ */
+async function closeWhileFrozen(
+  spec: Omit<WorkerSpec, "goFile">,
+  victim: TestServer,
+): Promise<ProcessRun> {
+  const dir = await mkdtemp(join(tmpdir(), "breaker-close-"));
+  const goFile = join(dir, "go");
+  const isDeno = "Deno" in globalThis;
+  const file = fileURLToPath(
+    new URL(`./breaker_close_worker.${isDeno ? "ts" : "js"}`, import.meta.url),
+  );
+  const args = isDeno
+    ? ["run", "--allow-net=127.0.0.1,localhost", "--allow-env", "--allow-read", file]
+    : [file];
+  let paused = false;
+  try {
+    return await runProcess(args, {
+      cwd: fileURLToPath(new URL("..", import.meta.url)),
+      env: { ...process.env, BREAKER_CLOSE_WORKER: JSON.stringify({ ...spec, goFile }) },
+      timeoutMs: 30_000,
+      onStderr: (stderr) => {
+        if (paused || !/^connected$/m.test(stderr)) return;
+        paused = true;
+        victim.pause();
+        writeFileSync(goFile, "");
+      },
+    });
+  } finally {
+    if (paused) victim.resume();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The worker exited by itself, every call settled, close() took about the timeout at most, and
+ * the calls it failed opened no breaker.
+ */
+function assertExitedAfterClose(run: ProcessRun): void {
+  assert.equal(run.code, 0, `exit code ${run.code} after ${run.elapsedMs} ms: ${run.stderr}`);
+  const { closeMs, settled, opensAfterClose } = JSON.parse(
+    run.stdout.trim().split("\n").pop() ?? "{}",
+  );
+  assert.equal(settled, true, "every call settled after close()");
+  assert.ok(closeMs < 3000, `close() took ${closeMs} ms`);
+  assert.equal(opensAfterClose, 0, "no breaker opened once close() was called");
+}
+
 const OPENED = /Circuit breaker opened for /;
 const CLOSED = /Circuit breaker closed for /;
 
@@ -131,6 +199,7 @@ for (const kind of KINDS) {
           if (event.type.startsWith("circuit")) events.push(event);
         },
       });
+      await using _closed = closing(cache);
       assert.equal(await cache.connect(), true);
       const tenants = Array.from({ length: 50 }, (_, i) => `t${i}`);
       for (const tenant of tenants) await cache.set("v", tenant, { companyId: tenant });
@@ -188,6 +257,7 @@ for (const kind of KINDS) {
     it("getOrSet during the hang returns compute()'s value at its own speed, unstored", async () => {
       await using server = await startServer(kind, { own: true });
       const cache = cacheFor(server, { timeout: 0.5 });
+      await using _closed = closing(cache);
       assert.equal(await cache.connect(), true);
       try {
         server.pause();
@@ -211,13 +281,13 @@ for (const kind of KINDS) {
       const back = await timeToHit(async () => await cache.set("probe", 1));
       assert.ok(back <= 500, `writes resumed after ${back} ms`);
       assert.equal(await cache.get("report"), null, "nothing computed during the hang was stored");
-      await cache.close();
     });
 
     it("killed and restarted on the same port: hits within 0.5 s of the restart", async () => {
       await using server = await startServer(kind, { own: true });
       const log = collectingLogger();
       const cache = cacheFor(server, { timeout: 0.5, logger: log });
+      await using _closed = closing(cache);
       assert.equal(await cache.connect(), true);
       const tenants = ["a", "b", "c"];
       const load = startCallers(cache, tenants);
@@ -244,15 +314,21 @@ for (const kind of KINDS) {
       assert.equal(log.lines.filter((l) => CLOSED.test(l)).length, 1, log.lines.join("\n"));
     });
 
+    it("close() while calls wait on a frozen server: the process exits by itself", async () => {
+      await using server = await startServer(kind, { own: true });
+      const tenants = ["a", "b", "c"];
+      assertExitedAfterClose(await closeWhileFrozen({ kind, url: server.url, tenants }, server));
+    });
+
     it("VALKEY_/REDIS_CIRCUIT_BREAKER=false through setCache's env: a frozen server opens none", async () => {
       await using server = await startServer(kind, { own: true });
       const prefix = kind === "redis" ? "REDIS" : "VALKEY";
       const env = { [`${prefix}_URL`]: server.url, [`${prefix}_CIRCUIT_BREAKER`]: "false" };
-      assert.equal(
-        await setCache({ provider: kind, env, timeout: 0.3, logger: quietLogger() }),
-        true,
-      );
       try {
+        assert.equal(
+          await setCache({ provider: kind, env, timeout: 0.3, logger: quietLogger() }),
+          true,
+        );
         server.pause();
         for (let i = 0; i < 5; i++) assert.equal(await cacheGet(`k${i}`), null);
         const stats = cacheStats();
@@ -263,11 +339,11 @@ for (const kind of KINDS) {
         await closeCache();
       }
       // The same server with the default settings: the first timeout opens the breaker.
-      assert.equal(
-        await setCache({ provider: kind, config: configFor(server), timeout: 0.3 }),
-        true,
-      );
       try {
+        assert.equal(
+          await setCache({ provider: kind, config: configFor(server), timeout: 0.3 }),
+          true,
+        );
         server.pause();
         assert.equal(await cacheGet("k"), null);
         assert.equal(cacheStats().circuitOpens, 1);
@@ -319,13 +395,18 @@ for (const kind of KINDS) {
       const cache = kind === "redis"
         ? new RedisCache({ ...options, config: new RedisConfig(settings) })
         : new ValkeyCache({ ...options, config: new ValkeyConfig(settings) });
-      assert.equal(await cache.connect(), true);
-      const owners = await cluster.slotOwners();
-      const layout = new ClusterLayout("cache:", { tenantBuckets: 1, globalBuckets: 16 });
-      const ownerOf = (t: string) => owners[keySlot(layout.scopeRegistries(t)[0])];
-      const tenants = Array.from({ length: 60 }, (_, i) => `${tenantPrefix}${i}`);
-      for (const tenant of tenants) await cache.set("v", tenant, { companyId: tenant });
-      return { log, cache, ownerOf, tenants };
+      try {
+        assert.equal(await cache.connect(), true);
+        const owners = await cluster.slotOwners();
+        const layout = new ClusterLayout("cache:", { tenantBuckets: 1, globalBuckets: 16 });
+        const ownerOf = (t: string) => owners[keySlot(layout.scopeRegistries(t)[0])];
+        const tenants = Array.from({ length: 60 }, (_, i) => `${tenantPrefix}${i}`);
+        for (const tenant of tenants) await cache.set("v", tenant, { companyId: tenant });
+        return { log, cache, ownerOf, tenants };
+      } catch (error) {
+        await cache.close();
+        throw error;
+      }
     }
 
     /** Freezes master 1 for 4.5 s under 25 callers; the calls and the resume time. */
@@ -336,6 +417,7 @@ for (const kind of KINDS) {
       const load = startCallers(cache, tenants);
       let resumeMs = Infinity;
       let hangStart = 0;
+      let stats: ReturnType<AnyCache["stats"]>;
       try {
         await sleep(300);
         hangStart = performance.now();
@@ -350,9 +432,9 @@ for (const kind of KINDS) {
         cluster.nodes[victim].resume();
         await load.stop();
         unhandled.stop();
+        stats = cache.stats();
+        await cache.close();
       }
-      const stats = cache.stats();
-      await cache.close();
       const inHang = load.calls.filter((c) => c.start >= hangStart && c.start < hangStart + 4500);
       const onVictim = inHang.filter((c) => ownerOf(c.tenant) === victim);
       const elsewhere = inHang.filter((c) => ownerOf(c.tenant) !== victim);
@@ -398,6 +480,20 @@ for (const kind of KINDS) {
         run.log.lines.find((l) => OPENED.test(l))!,
         new RegExp(`:${cluster.nodes[1].port}\\b`),
       );
+    });
+
+    it("close() while calls wait on a frozen master: the process exits by itself", async () => {
+      await Promise.all(cluster.nodes.map((node) => node.cli("FLUSHALL")));
+      const victim = 1;
+      const owners = await cluster.slotOwners();
+      const layout = new ClusterLayout("cache:", { tenantBuckets: 1, globalBuckets: 16 });
+      const tenants = Array.from({ length: 30 }, (_, i) => `c${i}`);
+      const onVictim = tenants.filter((t) =>
+        owners[keySlot(layout.scopeRegistries(t)[0])] === victim
+      );
+      assert.ok(onVictim.length > 0, "some tenants live on the frozen master");
+      const spec = { kind, clusterNodes: cluster.seeds, tenants };
+      assertExitedAfterClose(await closeWhileFrozen(spec, cluster.nodes[victim]));
     });
 
     // Last: it kills a master (restarted on its port, with its cluster config, it rejoins).

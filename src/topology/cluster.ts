@@ -124,7 +124,8 @@ export class ClusterServers implements Servers {
           return breaker?.open ? new CircuitOpenError(master!) : undefined;
         },
         failed: (command, error, timedOut) => {
-          if (isServerReply(error) || error instanceof CircuitOpenError) return;
+          // After close(), the commands the closing fails open no breaker (none would be stopped).
+          if (this.#closed || isServerReply(error) || error instanceof CircuitOpenError) return;
           const master = this.#masterOf(command);
           if (master !== undefined) this.#breakerOf(master).failed(error, timedOut);
         },
@@ -408,16 +409,21 @@ export class ClusterServers implements Servers {
     return await withTimeout(servesSlots(probe), timeoutMs, "probe");
   }
 
-  /** The probe connection to `master` (made on first use; it reconnects every probe interval). */
+  /**
+   * The probe connection to `master` (made on first use; it reconnects every probe interval). None
+   * is made once `close()` was called, even by a probe that started before: `close()` drops the
+   * probe connections there are, and one made after it would reconnect for ever.
+   */
   async #probeClient(master: string): Promise<ProtocolClient> {
     const existing = this.#probeClients.get(master);
     if (existing !== undefined) return existing;
     const { config, timeoutMs, breaker } = this.#options;
     const Client = await this.#options.loadClient();
+    const tls = config.tls ? await tlsOptions(config, this.#options.envPrefix) : undefined;
+    if (this.#closed) throw new Error("the cache is closed");
     const made = this.#probeClients.get(master);
     if (made !== undefined) return made;
     const colon = master.lastIndexOf(":");
-    const tls = config.tls ? await tlsOptions(config, this.#options.envPrefix) : undefined;
     const probe = new Client({
       host: master.slice(0, colon),
       port: Number(master.slice(colon + 1)),
