@@ -54,6 +54,7 @@ import { ClusterLayout } from "../src/layout.ts";
 import { type ServerKind, startServer, type TestServer } from "../tests/harness.ts";
 import { startCluster } from "../tests/cluster_harness.ts";
 import { fmt, median, percentile } from "./bench_figures.ts";
+import { type ChildLines, childLines } from "./child_lines.ts";
 
 /** The commands the bench sends directly, as ioredis and iovalkey define them. */
 interface BareClient {
@@ -1155,7 +1156,7 @@ async function pubsubClients(client: BareClient): Promise<Map<string, number>> {
 }
 
 /** Runs scripts/bench_near_worker (`deno run` on the .ts under Deno, `node` on its .js). */
-function startNearWorker(spec: Record<string, unknown>) {
+function startNearWorker(spec: Record<string, unknown>): ChildLines {
   const isDeno = "Deno" in globalThis;
   const file = fileURLToPath(
     new URL(`./bench_near_worker.${isDeno ? "ts" : "js"}`, import.meta.url),
@@ -1167,49 +1168,7 @@ function startNearWorker(spec: Record<string, unknown>) {
     env: { ...process.env, BENCH_NEAR_WORKER: JSON.stringify(spec) },
     stdio: ["pipe", "pipe", "pipe"],
   });
-  const lines: Record<string, unknown>[] = [];
-  const waiters: (() => void)[] = [];
-  let stderr = "";
-  let buffered = "";
-  let exited: number | null | undefined;
-  child.stdout!.setEncoding("utf8");
-  child.stdout!.on("data", (chunk: string) => {
-    buffered += chunk;
-    let newline: number;
-    while ((newline = buffered.indexOf("\n")) >= 0) {
-      const line = buffered.slice(0, newline).trim();
-      buffered = buffered.slice(newline + 1);
-      if (line.startsWith("{")) lines.push(JSON.parse(line));
-      for (const waiter of waiters.splice(0)) waiter();
-    }
-  });
-  child.stderr!.setEncoding("utf8");
-  child.stderr!.on("data", (chunk: string) => stderr += chunk);
-  child.on("exit", (code) => {
-    exited = code;
-    for (const waiter of waiters.splice(0)) waiter();
-  });
-  /** The first line printed with `field`; rejects when the worker exits without one. */
-  const line = async <T>(field: string, timeoutMs: number): Promise<T> => {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      const found = lines.find((l) => field in l);
-      if (found) return found[field] as T;
-      if (exited !== undefined || performance.now() > deadline) {
-        child.kill();
-        throw new Error(`near worker: no "${field}" (exit ${exited}): ${stderr.slice(-2000)}`);
-      }
-      await new Promise<void>((resolve) => {
-        waiters.push(resolve);
-        setTimeout(resolve, 100);
-      });
-    }
-  };
-  return {
-    line,
-    send: (text: string) => child.stdin!.write(text + "\n"),
-    kill: () => child.kill(),
-  };
+  return childLines(child, "near worker");
 }
 
 /** How long the worker of the "busy" tenant-clear row keeps its event loop busy. */

@@ -6,7 +6,7 @@
  * directory is in the package's `files`, so `npm pack` leaves them out.
  *
  * scripts/bench_near_worker.ts (the second process of a near-cache row) is compiled alongside,
- * and so is every module of scripts/ they import (scripts/bench_figures.ts).
+ * and so is every module of scripts/ they import (scripts/bench_figures.ts, child_lines.ts).
  *
  * The peer rows (`near cache vs BentoCache`) need npm `bentocache`: it is installed, with the
  * ioredis it drives, into a directory of the bench's own (`.tools/bench-peers/`, gitignored), never
@@ -119,7 +119,7 @@ async function main(): Promise<number> {
     { ...compilerOptions(STAGING_DIR), declaration: false, sourceMap: false },
     ["scripts/bench.ts", "scripts/bench_near_worker.ts"],
   );
-  // Every module tsc emitted: the bench, its worker, the scripts they import (bench_figures) and
+  // Every module tsc emitted: the bench, its worker, the scripts they import (bench_figures, child_lines) and
   // the test modules they import (the harness and what it loads).
   for (const dir of ["scripts", "tests"]) {
     await mkdir(join(NPM_DIR, dir), { recursive: true });

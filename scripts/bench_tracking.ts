@@ -37,7 +37,7 @@
  * @module
  */
 
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import process from "node:process";
 import { createInterface } from "node:readline";
@@ -45,6 +45,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { type ServerKind, startServer } from "../tests/harness.ts";
 import { fmt } from "./bench_figures.ts";
+import { type ChildLines, childLines } from "./child_lines.ts";
 
 type Mode = "off" | "bcast" | "default";
 type Pattern = "all" | "split";
@@ -207,13 +208,7 @@ async function reader(spec: ReaderSpec): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // The parent: server, writer, readers, figures
 
-interface Child {
-  process: ChildProcess;
-  line<T>(field: string, timeoutMs: number): Promise<T>;
-  send(line: string): void;
-}
-
-function startReader(spec: ReaderSpec): Child {
+function startReader(spec: ReaderSpec): ChildLines {
   const file = fileURLToPath(import.meta.url);
   const isDeno = "Deno" in globalThis;
   const args = isDeno ? ["run", "--allow-net", "--allow-env", "--allow-read", file] : [file];
@@ -221,38 +216,7 @@ function startReader(spec: ReaderSpec): Child {
     env: { ...process.env, BENCH_TRACKING_READER: JSON.stringify(spec) },
     stdio: ["pipe", "pipe", "pipe"],
   });
-  const lines: Record<string, unknown>[] = [];
-  let stderr = "";
-  let buffered = "";
-  child.stdout!.setEncoding("utf8");
-  child.stdout!.on("data", (chunk: string) => {
-    buffered += chunk;
-    let newline: number;
-    while ((newline = buffered.indexOf("\n")) >= 0) {
-      const line = buffered.slice(0, newline).trim();
-      buffered = buffered.slice(newline + 1);
-      if (line.startsWith("{")) lines.push(JSON.parse(line));
-    }
-  });
-  child.stderr!.setEncoding("utf8");
-  child.stderr!.on("data", (chunk: string) => stderr += chunk);
-  return {
-    process: child,
-    async line<T>(field: string, timeoutMs: number): Promise<T> {
-      const deadline = performance.now() + timeoutMs;
-      for (;;) {
-        const found = lines.find((l) => field in l);
-        if (found) return found[field] as T;
-        if (child.exitCode !== null || performance.now() > deadline) {
-          throw new Error(`reader: no "${field}" (exit ${child.exitCode}): ${stderr.slice(-2000)}`);
-        }
-        await sleep(20);
-      }
-    },
-    send(line: string) {
-      child.stdin!.write(line + "\n");
-    },
-  };
+  return childLines(child, "reader");
 }
 
 /** The numeric fields of INFO `section`. */
