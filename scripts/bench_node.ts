@@ -28,8 +28,8 @@ import {
   compilerOptions,
   installedVersion,
   NPM_DIR,
+  npmInstallUnsaved,
   peerRanges,
-  run,
   TOOLS_DIR,
 } from "./build_npm.ts";
 import { ensureClients } from "./test_node.ts";
@@ -83,16 +83,7 @@ async function ensurePeers(): Promise<string | undefined> {
         join(PEERS_DIR, "package.json"),
         JSON.stringify({ private: true, type: "module" }, null, 2) + "\n",
       );
-      await run("npm", [
-        "install",
-        "--no-save",
-        "--no-package-lock",
-        "--no-audit",
-        "--no-fund",
-        "--loglevel=error",
-        `bentocache@${BENTOCACHE}`,
-        `ioredis@${ioredis}`,
-      ], { cwd: PEERS_DIR });
+      await npmInstallUnsaved([`bentocache@${BENTOCACHE}`, `ioredis@${ioredis}`], PEERS_DIR);
     }
     const file = join(PEERS_DIR, "peers.mjs");
     await writeFile(file, PEERS_MODULE);

@@ -141,6 +141,22 @@ export async function run(cmd: string, args: string[], options: { cwd?: string }
   if (code !== 0) throw new Error(`${cmd} ${args.join(" ")} exited with code ${code}`);
 }
 
+/**
+ * `npm install`s `packages` into `cwd` without touching its package.json or writing a lock file
+ * (the test and bench dependencies, which the package must not declare); throws on failure.
+ */
+export async function npmInstallUnsaved(packages: string[], cwd: string): Promise<void> {
+  await run("npm", [
+    "install",
+    "--no-save",
+    "--no-package-lock",
+    "--no-audit",
+    "--no-fund",
+    "--loglevel=error",
+    ...packages,
+  ], { cwd });
+}
+
 /** Runs a command and returns its stdout; throws (with its stderr) when it exits non-zero. */
 export async function capture(
   cmd: string,

@@ -32,11 +32,11 @@ import {
   compilerOptions,
   installedVersion,
   NPM_DIR,
+  npmInstallUnsaved,
   OTEL_PACKAGES,
   otelVersions,
   peerRanges,
   ROOT,
-  run,
   TOOLS_DIR,
 } from "./build_npm.ts";
 
@@ -91,16 +91,10 @@ export async function ensureClients(): Promise<void> {
   // From scratch: npm, asked to replace an unsaved package by another version (ioredis 5 by 6
   // for a matrix cell), removed every unsaved package and installed none.
   await rm(modules, { recursive: true, force: true });
-  await run("npm", [
-    "install",
-    "--no-save",
-    "--no-package-lock",
-    "--no-audit",
-    "--no-fund",
-    "--loglevel=error",
+  await npmInstallUnsaved([
     ...CLIENT_PACKAGES.map((name) => `${name}@${ranges[name]}`),
     ...OTEL_PACKAGES.map((name) => `${name}@${otel[name]}`),
-  ], { cwd: NPM_DIR });
+  ], NPM_DIR);
 }
 
 /** Compiles tests/*.ts and places the test modules (JS + maps) in `npm/test/`. */
