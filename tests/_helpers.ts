@@ -133,6 +133,19 @@ export function runProcess(
 }
 
 /**
+ * The arguments that run the test worker `name` (tests/<name>.ts under Deno, the compiled
+ * tests/<name>.js under Node) with the runtime's executable: Deno gets loopback network, env and
+ * read permissions, plus `denoFlags`.
+ */
+export function workerArgs(name: string, denoFlags: string[] = []): string[] {
+  const isDeno = "Deno" in globalThis;
+  const file = fileURLToPath(new URL(`./${name}.${isDeno ? "ts" : "js"}`, import.meta.url));
+  return isDeno
+    ? ["run", "--allow-net=127.0.0.1,localhost", "--allow-env", "--allow-read", ...denoFlags, file]
+    : [file];
+}
+
+/**
  * Runs the worker `tests/<name>` in a separate process (`deno run` on its .ts under Deno, `node`
  * on its compiled .js under Node) with `spec` as JSON in the environment variable `envName`, and
  * returns the JSON of the last line it printed; a failed or silent worker throws with its output.
@@ -143,12 +156,7 @@ export async function runWorkerFile<T>(
   spec: unknown,
   timeoutMs?: number,
 ): Promise<T> {
-  const isDeno = "Deno" in globalThis;
-  const file = fileURLToPath(new URL(`./${name}.${isDeno ? "ts" : "js"}`, import.meta.url));
-  const args = isDeno
-    ? ["run", "--allow-net=127.0.0.1,localhost", "--allow-env", "--allow-read", "--allow-sys", file]
-    : [file];
-  const run = await runProcess(args, {
+  const run = await runProcess(workerArgs(name, ["--allow-sys"]), {
     cwd: fileURLToPath(new URL("..", import.meta.url)),
     env: { ...process.env, [envName]: JSON.stringify(spec) },
     timeoutMs,

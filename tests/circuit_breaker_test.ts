@@ -45,6 +45,7 @@ import {
   quietLogger,
   runProcess,
   sleep,
+  workerArgs,
 } from "./_helpers.ts";
 import { countUnhandledRejections } from "./_load.ts";
 import type { WorkerSpec } from "./breaker_close_worker.ts";
@@ -143,13 +144,7 @@ async function closeWhileFrozen(
 ): Promise<ProcessRun> {
   const dir = await mkdtemp(join(tmpdir(), "breaker-close-"));
   const goFile = join(dir, "go");
-  const isDeno = "Deno" in globalThis;
-  const file = fileURLToPath(
-    new URL(`./breaker_close_worker.${isDeno ? "ts" : "js"}`, import.meta.url),
-  );
-  const args = isDeno
-    ? ["run", "--allow-net=127.0.0.1,localhost", "--allow-env", "--allow-read", file]
-    : [file];
+  const args = workerArgs("breaker_close_worker");
   let paused = false;
   try {
     return await runProcess(args, {

@@ -8,11 +8,10 @@
 
 import { afterEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import process from "node:process";
 import { cacheGet, cacheSet, closeCache, getCache, setCache } from "../mod.ts";
 import { startServer, type TestServer } from "./harness.ts";
-import { cacheFor, collectingLogger, KINDS, runProcess, sleep } from "./_helpers.ts";
+import { cacheFor, collectingLogger, KINDS, runProcess, sleep, workerArgs } from "./_helpers.ts";
 
 /** The environment of a service configured by URL for `server`'s kind. */
 function urlEnv(server: TestServer, path: string): Record<string, string> {
@@ -149,14 +148,7 @@ for (const kind of KINDS) {
 
     it("a process that calls closeCache() right after setCache() exits on its own", async () => {
       await using server = await startServer(kind, { own: true });
-      const isDeno = "Deno" in globalThis;
-      const file = fileURLToPath(
-        new URL(`./close_worker.${isDeno ? "ts" : "js"}`, import.meta.url),
-      );
-      const args = isDeno
-        ? ["run", "--allow-net=127.0.0.1,localhost", "--allow-env", "--allow-read", file]
-        : [file];
-      const run = await runProcess(args, {
+      const run = await runProcess(workerArgs("close_worker"), {
         env: { ...process.env, ...urlEnv(server, "/0") },
         timeoutMs: 15_000,
       });
