@@ -272,7 +272,7 @@ export class NearCache {
     return this.#ghosts.has(key);
   }
 
-  /** Whether `key` is held, without counting or reordering (for tests and `exists`). */
+  /** Whether `key` is held, without counting or reordering (for tests). */
   has(key: string): boolean {
     const now = this.#now();
     const entry = this.#entries.get(key);
@@ -338,7 +338,8 @@ export class NearCache {
    * cache is not valid (a later flush would forget it anyway).
    */
   expectEcho(key: string): void {
-    if (this.#now() < this.#validUntil) this.#echoes.set(key, this.#now());
+    const now = this.#now();
+    if (now < this.#validUntil) this.#echoes.set(key, now);
   }
 
   /**
@@ -346,12 +347,7 @@ export class NearCache {
    * it in flight, which may predate the write (the server's invalidation may come later).
    */
   written(key: string): void {
-    this.#voidTokens(key);
-    const entry = this.#entries.get(key);
-    if (entry === undefined) return;
-    this.#drop(key, entry);
-    this.#counters.invalidations++;
-    this.#onDrop?.("invalidation", 1);
+    this.#invalidateKey(key);
   }
 
   /**
@@ -362,6 +358,11 @@ export class NearCache {
    */
   invalidate(key: string): boolean {
     this.#echoes.delete(key);
+    return this.#invalidateKey(key);
+  }
+
+  /** Voids the reads of `key` in flight and drops its entry (counted); whether one was held. */
+  #invalidateKey(key: string): boolean {
     this.#voidTokens(key);
     const entry = this.#entries.get(key);
     if (entry === undefined) return false;
@@ -394,10 +395,7 @@ export class NearCache {
 
   /** Drops every entry and voids every read in flight (a FLUSHALL / FLUSHDB, a fault). */
   flush(): void {
-    for (const pending of this.#pending.values()) {
-      if (pending instanceof Set) { for (const token of pending) token.live = false; }
-      else pending.live = false;
-    }
+    for (const pending of this.#pending.values()) voidAll(pending);
     this.#pending.clear();
     this.#echoes.clear();
     this.#ghosts.clear();
@@ -451,8 +449,7 @@ export class NearCache {
   #voidTokens(key: string): void {
     const pending = this.#pending.get(key);
     if (pending === undefined) return;
-    if (pending instanceof Set) { for (const token of pending) token.live = false; }
-    else pending.live = false;
+    voidAll(pending);
     this.#pending.delete(key);
   }
 
@@ -465,6 +462,12 @@ export class NearCache {
       if (pending.size === 0) this.#pending.delete(token.key);
     }
   }
+}
+
+/** Voids the tokens of one key's reads in flight. */
+function voidAll(pending: ReadToken | Set<ReadToken>): void {
+  if (pending instanceof Set) { for (const token of pending) token.live = false; }
+  else pending.live = false;
 }
 
 /** The UTF-8 length of `text` (lone surrogates count 3, as the client sends U+FFFD). */

@@ -109,13 +109,7 @@ export class NearTier {
    * path), unless an invalidation of the key, a write of it or a flush came since the read began.
    */
   readThrough(token: ReadToken, reply: Promise<string | null>): Promise<string | null> {
-    return reply.then((text) => {
-      this.#installLater(token, text);
-      return text;
-    }, (error) => {
-      this.cache.abandon(token);
-      throw error;
-    });
+    return reply.then((text) => this.#settle(token, text), (error) => this.#fail(token, error));
   }
 
   /**
@@ -123,27 +117,33 @@ export class NearTier {
    * when it went out alone): then the value is installed at once.
    */
   readThroughWithTtl(token: ReadToken, reply: Promise<TextWithTtl>): Promise<string | null> {
-    return reply.then(([text, pttlMs]) => {
-      if (pttlMs === undefined) this.#installLater(token, text);
-      else this.cache.install(token, text, pttlMs);
-      return text;
-    }, (error) => {
-      this.cache.abandon(token);
-      throw error;
-    });
+    return reply.then(
+      ([text, pttlMs]) => this.#settle(token, text, pttlMs),
+      (error) => this.#fail(token, error),
+    );
   }
 
-  /** Installs `text` with its PTTL once read, if `token` is still live then. */
-  #installLater(token: ReadToken, text: string | null): void {
-    if (text === null || !token.live) {
-      this.cache.abandon(token);
-      return;
+  /**
+   * A read's reply: installed at once when its PTTL came along, else once the PTTL is read, if
+   * `token` is still live then; returns `text`.
+   */
+  #settle(token: ReadToken, text: string | null, pttlMs?: number): string | null {
+    if (pttlMs !== undefined) this.cache.install(token, text, pttlMs);
+    else if (text === null || !token.live) this.cache.abandon(token);
+    else {
+      this.#ttls.ttl(token.key).then(
+        (pttl) => this.cache.install(token, text, pttl),
+        // Not installed: the next read of the key goes to the server again.
+        () => this.cache.abandon(token),
+      );
     }
-    this.#ttls.ttl(token.key).then(
-      (pttl) => this.cache.install(token, text, pttl),
-      // Not installed: the next read of the key goes to the server again.
-      () => this.cache.abandon(token),
-    );
+    return text;
+  }
+
+  /** A read that failed: its token installs nothing; rethrows `error`. */
+  #fail(token: ReadToken, error: unknown): never {
+    this.cache.abandon(token);
+    throw error;
   }
 
   /**
@@ -165,18 +165,19 @@ export class NearTier {
     }
     if (missing.length === 0) return texts;
     const missKeys = missing.map((i) => keys[i]);
-    const tokens = this.cache.valid ? missKeys.map((key) => this.cache.begin(key)) : undefined;
+    // Void from the start while the near cache does not serve: the reads are then plain ones.
+    const now = this.cache.now();
+    const tokens = missKeys.map((key) => this.cache.begin(key, now));
     let read: (string | null)[];
     try {
       read = await servers.readMany(missKeys, onFault);
     } catch (error) {
-      if (tokens) { for (const token of tokens) this.cache.abandon(token); }
+      for (const token of tokens) this.cache.abandon(token);
       throw error;
     }
     missing.forEach((position, i) => {
-      texts[position] = read[i];
       // A slot that failed reads as nulls: nothing of it is installed.
-      if (tokens) this.#installLater(tokens[i], read[i]);
+      texts[position] = this.#settle(tokens[i], read[i]);
     });
     return texts;
   }

@@ -42,14 +42,9 @@ export class TtlReads {
     const waiters = this.#waiters;
     this.#keys = [];
     this.#waiters = [];
-    if (keys.length === 1) {
-      this.#servers.pttl(keys[0]).then(
-        (pttl) => waiters[0].resolve(Number(pttl)),
-        (error) => waiters[0].reject(error),
-      );
-      return;
-    }
-    for (const group of this.#servers.slotGroups(keys)) {
+    // A sequential caller's tick has one key: no slot to work out.
+    const groups = keys.length === 1 ? [[0]] : this.#servers.slotGroups(keys);
+    for (const group of groups) {
       const groupKeys = group.map((i) => keys[i]);
       const send = groupKeys.length === 1
         ? this.#servers.pttl(groupKeys[0]).then((pttl) => [pttl])
